@@ -1,0 +1,32 @@
+# Two entry points on a fresh Debian machine (run as root, or with sudo for apt):
+#   make run    install everything, then run the main job on the default data (Fashion-MNIST)
+#   make test   install everything, then run the test suite
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install apt pip run test bench-data bench
+
+apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); fi
+
+pip:
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+
+install: apt pip
+
+run: install
+	$(PYTHON) -m tools.demo
+
+test: install
+	$(PYTHON) -m pytest -q
+
+bench-data: install
+	lacol-convert fmnist-clothing1m --out data/bench_clothing1m --num-train 2048
+
+bench: bench-data
+	lacol-bench loader --root data/bench_clothing1m

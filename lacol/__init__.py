@@ -1,0 +1,1 @@
+"""LaCoL: the method and the training loop. Knows nothing of files or decoders."""

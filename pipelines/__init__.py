@@ -1,0 +1,1 @@
+"""Everything from bytes on disk to a ViewBatch on the training device."""

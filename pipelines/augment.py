@@ -1,0 +1,427 @@
+"""Batched, per-sample augmentation in torch, on any device: the weak and strong views of LaCoL.
+
+Input: a uint8 batch, (B, H, W, C) or (B, C, H, W). Output per view: a normalised float tensor
+(B, C, h, w) in channels_last memory format. Every sample draws its own crop, flip and
+RandAugment ops, but the work is done batch-wide:
+
+- crop and flip are indexing (no interpolation), so a weak view never resamples;
+- RandAugment's colour ops run on the uint8 subset of samples that drew them;
+- a strong view's geometric ops (rotate, shear, translate) are composed into one affine map per
+  sample and applied once, by nearest-neighbour gather, to the samples that drew one.
+
+Semantics follow PIL (ImageOps/ImageEnhance) and torchvision's RandAugment (31 magnitude bins,
+nearest interpolation, fill 0). One deliberate difference: geometric ops are applied after the
+colour ops of the same view (so that they compose into one resampling); the black fill they
+introduce is therefore never touched by a later colour op.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+
+OPS = ("identity", "autocontrast", "equalize", "rotate", "solarize", "color", "posterize",
+       "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y")
+GEOMETRIC = frozenset({"rotate", "shear_x", "shear_y", "translate_x", "translate_y"})
+NUM_BINS = 31
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view, declared as data."""
+
+    size: int
+    """Output side in pixels (square views)."""
+    crop: str = "random"
+    """``random``: a random size x size window of the input, with ``pad`` pixels of zero
+    padding around it first (pad-and-crop for 32 px data); ``rrc``: random-resized crop
+    (scale ``rrc_scale``, aspect 3/4..4/3, nearest resampling); ``center``: the central window."""
+    pad: int = 0
+    flip: bool = True
+    """Horizontal flip with probability 0.5."""
+    randaugment: bool = False
+    num_ops: int = 2
+    magnitude: int = 9
+    """RandAugment magnitude bin, 0..30 (torchvision's scale)."""
+    cutout: float = 0.0
+    """Side of a grey square cut out of the view, as a fraction of ``size``; 0 turns it off."""
+    rrc_scale: tuple[float, float] = (0.08, 1.0)
+
+    def __post_init__(self):
+        if self.crop not in ("random", "rrc", "center"):
+            raise ValueError(f"view crop {self.crop!r}: choose random, rrc or center")
+        if not 0 <= self.magnitude < NUM_BINS:
+            raise ValueError(f"RandAugment magnitude {self.magnitude}: choose 0..{NUM_BINS - 1}")
+
+
+def lacol_views(size: int, pad: int = 0, magnitude: int = 9, num_ops: int = 2, crop: str = "random",
+                flip: bool = True, cutout: float = 0.0) -> tuple[ViewSpec, ViewSpec, ViewSpec]:
+    """The three LaCoL views: weak (crop + flip) and two strong (the same + RandAugment)."""
+    weak = ViewSpec(size, crop, pad, flip)
+    strong = replace(weak, randaugment=True, num_ops=num_ops, magnitude=magnitude, cutout=cutout)
+    return weak, strong, strong
+
+
+def eval_view(size: int) -> ViewSpec:
+    return ViewSpec(size, crop="center", flip=False)
+
+
+def to_nhwc(x: torch.Tensor) -> torch.Tensor:
+    """A uint8 (B,H,W,C) or (B,C,H,W) batch as contiguous (B,H,W,C); C must be 1 or 3."""
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ValueError(f"augment takes a uint8 batch of 4 dims, got {x.dtype} {tuple(x.shape)}")
+    if x.shape[-1] in (1, 3):
+        return x.contiguous()
+    if x.shape[1] in (1, 3):
+        return x.permute(0, 2, 3, 1).contiguous()
+    raise ValueError(f"augment: cannot tell the channel dim of shape {tuple(x.shape)} (need C = 1 or 3)")
+
+
+def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x[rows] along dim 0. On CPU, per-sample slice copies (memcpy) beat the index kernels."""
+    if x.device.type == "cpu":
+        return torch.stack([x[i] for i in rows.tolist()])
+    return x.index_select(0, rows)
+
+
+def put_rows(x: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """x[rows] = values along dim 0, in place."""
+    if x.device.type == "cpu":
+        for j, i in enumerate(rows.tolist()):
+            x[i].copy_(values[j])
+    else:
+        x.index_copy_(0, rows, values)
+
+
+# ---------------------------------------------------------------- crop and flip by indexing
+
+def crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int,
+              flip: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample size x size windows at (top, left), flipped where ``flip``; outside -> 0."""
+    b, h, w, _ = x.shape
+    if x.device.type == "cpu":
+        # On CPU, B slice copies beat one advanced-indexing gather by ~5x (measured).
+        out = x.new_zeros((b, size, size, x.shape[-1]))
+        for i, (t, l) in enumerate(zip(top.tolist(), left.tolist())):
+            t0, l0 = max(t, 0), max(l, 0)
+            t1, l1 = min(t + size, h), min(l + size, w)
+            out[i, t0 - t:t1 - t, l0 - l:l1 - l] = x[i, t0:t1, l0:l1]
+        if flip is not None and bool(flip.any()):
+            rows = torch.nonzero(flip).flatten()
+            put_rows(out, rows, take_rows(out, rows).flip(2))
+        return out
+    ar = torch.arange(size, device=x.device)
+    rows = top[:, None] + ar
+    cols = left[:, None] + ar
+    if flip is not None:
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    out = x[bi, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+    return out.mul_(inside[..., None])
+
+
+# ---------------------------------------------------------------- colour ops (uint8 in, uint8 out)
+
+def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """PIL's Image.blend: degenerate + f * (x - degenerate), truncated to uint8."""
+    f = factor.view(-1, 1, 1, 1).float()
+    d = degenerate.float()
+    out = (x.float() - d).mul_(f).add_(d)
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """PIL's RGB->L conversion (ITU-R 601-2 luma, 16-bit fixed point) as float (n,H,W,1).
+
+    Exact in float32: the largest sum, 255 * 65536 + 32768, is below 2**24."""
+    xf = x.float()
+    if x.shape[-1] == 1:
+        return xf
+    y = xf[..., 0:1] * 19595 + xf[..., 1:2] * 38470 + xf[..., 2:3] * 7471 + 32768
+    return y.div_(65536).floor_()
+
+
+def autocontrast(x: torch.Tensor, v=None) -> torch.Tensor:
+    """ImageOps.autocontrast (cutoff 0) per channel; a constant channel is left as it is."""
+    n, h, w, c = x.shape
+    lo, hi = torch.aminmax(x.view(n, h * w, c), dim=1)
+    lo, hi = lo.float(), hi.float()
+    flat = hi <= lo
+    scale = torch.where(flat, 1.0, 255.0 / (hi - lo).clamp_(min=1)).view(n, 1, 1, c)
+    lo = torch.where(flat, 0.0, lo).view(n, 1, 1, c)
+    return (x.float() - lo).mul_(scale).floor_().clamp_(0, 255).to(torch.uint8)
+
+
+def equalize(x: torch.Tensor, v=None) -> torch.Tensor:
+    """ImageOps.equalize per channel, with a batched histogram."""
+    n, _, _, c = x.shape
+    idx = x.long() + (torch.arange(n * c, device=x.device) * 256).view(n, 1, 1, c)
+    hist = torch.bincount(idx.reshape(-1), minlength=n * c * 256).view(n * c, 256)
+    nonzero = hist > 0
+    last = 255 - nonzero.flip(1).int().argmax(1)
+    step = (hist.sum(1) - hist.gather(1, last[:, None]).squeeze(1)) // 255
+    cum = torch.cumsum(hist, 1) - hist
+    lut = ((step // 2)[:, None] + cum) // step.clamp(min=1)[:, None]
+    ident = torch.arange(256, device=x.device).expand_as(lut)
+    keep = (step == 0) | (nonzero.sum(1) <= 1)
+    lut = torch.where(keep[:, None], ident, lut.clamp(max=255)).to(torch.uint8)
+    return lut.reshape(-1).index_select(0, idx.view(-1)).view(x.shape)
+
+
+def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Invert pixels >= threshold. 255 - x == x ^ 255 for uint8, and for integer pixels
+    x >= t exactly when x >= ceil(t)."""
+    t = threshold.ceil().clamp(0, 255).to(torch.uint8).view(-1, 1, 1, 1)
+    return x ^ (x >= t).to(torch.uint8).mul_(255)
+
+
+def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    mask = (0xFF << (8 - bits.long())) & 0xFF
+    return x & mask.to(torch.uint8).view(-1, 1, 1, 1)
+
+
+def color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    if x.shape[-1] == 1:
+        return x
+    return _blend(_gray(x), x, factor)
+
+
+def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    mean = (_gray(x).mean((1, 2, 3)) + 0.5).floor()
+    return _blend(mean.view(-1, 1, 1, 1), x, factor)
+
+
+def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    out = x.float().mul_(factor.view(-1, 1, 1, 1).float())
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Sharpness: blend with PIL's SMOOTH filter (1 1 1 / 1 5 1 / 1 1 1, /13, rounded),
+    whose one-pixel border keeps the input."""
+    xf = x.float()
+    rows = xf[:, :-2] + xf[:, 1:-1] + xf[:, 2:]
+    box = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
+    degenerate = xf.clone()
+    degenerate[:, 1:-1, 1:-1] = box.add_(xf[:, 1:-1, 1:-1], alpha=4).add_(6.5).div_(13).floor_()
+    f = factor.view(-1, 1, 1, 1).float()
+    return xf.sub_(degenerate).mul_(f).add_(degenerate).clamp_(0, 255).to(torch.uint8)
+
+
+COLOUR_FNS = {"autocontrast": autocontrast, "equalize": equalize, "solarize": solarize,
+              "color": color, "posterize": posterize, "contrast": contrast,
+              "brightness": brightness, "sharpness": sharpness}
+
+
+def magnitude(op: str, m: int, size: int) -> float:
+    """torchvision RandAugment's value for bin m of 31 (unsigned)."""
+    frac = m / (NUM_BINS - 1)
+    if op in ("shear_x", "shear_y"):
+        return 0.3 * frac
+    if op in ("translate_x", "translate_y"):
+        return float(int(150.0 / 331.0 * size * frac))
+    if op == "rotate":
+        return 30.0 * frac
+    if op in ("brightness", "color", "contrast", "sharpness"):
+        return 0.9 * frac
+    if op == "posterize":
+        return float(8 - int(round(4 * frac)))
+    if op == "solarize":
+        return 255.0 * (1 - frac)
+    return 0.0
+
+
+SIGNED = frozenset({"rotate", "shear_x", "shear_y", "translate_x", "translate_y",
+                    "brightness", "color", "contrast", "sharpness"})
+
+
+# ---------------------------------------------------------------- geometry: inverse affine maps
+
+def op_matrix(op: str, v: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, 3, 3) maps from output pixel-centre coordinates to input coordinates, as the data tuple
+    of PIL's Image.transform(AFFINE) (and Image.rotate's, about the centre)."""
+    n = v.shape[0]
+    m = torch.eye(3, dtype=torch.float64, device=v.device).repeat(n, 1, 1)
+    v = v.double()
+    if op == "shear_x":
+        m[:, 0, 1] = v
+    elif op == "shear_y":
+        m[:, 1, 0] = v
+    elif op == "translate_x":
+        m[:, 0, 2] = v
+    elif op == "translate_y":
+        m[:, 1, 2] = v
+    elif op == "rotate":
+        a = -torch.deg2rad(v)
+        cos, sin = torch.cos(a), torch.sin(a)
+        c = size / 2.0
+        m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, sin, -sin, cos
+        m[:, 0, 2] = c - cos * c - sin * c
+        m[:, 1, 2] = c + sin * c - cos * c
+    return m
+
+
+def warp_nearest(x: torch.Tensor, inv: torch.Tensor, out_size: int | None = None) -> torch.Tensor:
+    """Resample x (n,H,W,C) uint8 through inverse maps (n,3,3), nearest, fill 0 (PIL's convention:
+    input = floor(M @ (x + 0.5, y + 0.5)))."""
+    n, h, w, c = x.shape
+    s = out_size or h
+    ar = torch.arange(s, device=x.device, dtype=torch.float32) + 0.5
+    m = inv.float()
+    xs = torch.addcmul(m[:, 0, 2, None, None] + m[:, 0, 1, None, None] * ar[None, :, None],
+                       m[:, 0, 0, None, None], ar[None, None, :]).floor_()
+    ys = torch.addcmul(m[:, 1, 2, None, None] + m[:, 1, 1, None, None] * ar[None, :, None],
+                       m[:, 1, 0, None, None], ar[None, None, :]).floor_()
+    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    # Flat pixel index in float32 (exact below 2**24 pixels), outside pixels sent to a zero row.
+    base = torch.arange(n, device=x.device, dtype=torch.float32).view(n, 1, 1) * (h * w)
+    flat = torch.where(inside, ys.mul_(w).add_(xs).add_(base), float(n * h * w)).long()
+    src = torch.cat([x.reshape(n * h * w, c), x.new_zeros(1, c)])
+    return src.index_select(0, flat.view(-1)).view(n, s, s, c)
+
+
+# ---------------------------------------------------------------- the augmenter
+
+class Augmenter:
+    """Makes views from uint8 batches. One generator per augmenter, so views are reproducible from
+    ``seed``; ranks should use different seeds."""
+
+    def __init__(self, views: Sequence[ViewSpec], mean: Sequence[float], std: Sequence[float],
+                 seed: int = 0, out_dtype: torch.dtype = torch.float32, cpu_chunk: int = 64):
+        self.views = tuple(views)
+        self.mean = torch.tensor(mean, dtype=torch.float32)
+        self.inv_std = 1.0 / torch.tensor(std, dtype=torch.float32)
+        self.out_dtype = out_dtype
+        self.gen = torch.Generator().manual_seed(seed)
+        self.cpu_chunk = cpu_chunk
+
+    def reseed(self, seed: int) -> None:
+        self.gen.manual_seed(seed)
+
+    def __call__(self, images: torch.Tensor, alloc=torch.empty) -> list[torch.Tensor]:
+        """All views of a batch. ``alloc(shape, dtype=, device=)`` makes the output buffers (a
+        DataLoader worker passes one that allocates shared memory, so results cross processes
+        without a copy)."""
+        x = to_nhwc(images)
+        b = x.shape[0]
+        # On CPU, a chunk of samples goes through every step while it is still in cache: whole-
+        # batch passes over 38 MB float tensors are memory-bound (measured ~2x slower).
+        step = self.cpu_chunk if x.device.type == "cpu" else b
+        sizes = {v.size for v in self.views}
+        if len(sizes) == 1:  # one buffer for all views: one allocation (a shared-memory file) per batch
+            s = sizes.pop()
+            outs = list(alloc((len(self.views), b, s, s, x.shape[-1]), dtype=self.out_dtype, device=x.device))
+        else:
+            outs = [alloc((b, v.size, v.size, x.shape[-1]), dtype=self.out_dtype, device=x.device) for v in self.views]
+        for i in range(0, b, step):
+            for spec, out in zip(self.views, outs):
+                self.normalize(self.view_uint8(x[i:i + step], spec), out=out[i:i + step])
+        return [o.permute(0, 3, 1, 2) for o in outs]
+
+    def _rand(self, *shape) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.gen)
+
+    def _int(self, high, shape) -> torch.Tensor:
+        """Uniform integers in [0, high) for a (B,) tensor or int ``high``."""
+        return (self._rand(*shape) * torch.as_tensor(high, dtype=torch.float32)).long()
+
+    def view_uint8(self, x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+        """One view of a (B,H,W,C) uint8 batch, before normalisation."""
+        b, h, w, _ = x.shape
+        dev = x.device
+        flip = (self._rand(b) < 0.5) if spec.flip else None
+        inv = None
+        if spec.crop == "center":
+            top = torch.full((b,), (h - spec.size) // 2)
+            left = torch.full((b,), (w - spec.size) // 2)
+            out = crop_flip(x, top.to(dev), left.to(dev), spec.size, None)
+        elif spec.crop == "random":
+            top = self._int(h + 2 * spec.pad - spec.size + 1, (b,)) - spec.pad
+            left = self._int(w + 2 * spec.pad - spec.size + 1, (b,)) - spec.pad
+            out = crop_flip(x, top.to(dev), left.to(dev), spec.size, flip.to(dev) if flip is not None else None)
+        else:  # rrc: the crop is an affine map, composed with RandAugment's geometry below
+            out, inv = x, self._rrc_matrix(b, h, w, spec, flip)
+        if spec.randaugment:
+            out, inv = self._randaugment(out, spec, inv)
+        if inv is not None:
+            out = warp_nearest(out, inv.to(dev), spec.size)
+        if spec.cutout > 0:
+            out = self._cutout(out, spec)
+        return out
+
+    def _rrc_matrix(self, b, h, w, spec: ViewSpec, flip) -> torch.Tensor:
+        area = h * w * (spec.rrc_scale[0] + self._rand(b) * (spec.rrc_scale[1] - spec.rrc_scale[0]))
+        logr = math.log(3 / 4) + self._rand(b) * (math.log(4 / 3) - math.log(3 / 4))
+        cw = torch.sqrt(area * torch.exp(logr)).clamp(1, w)
+        ch = torch.sqrt(area / torch.exp(logr)).clamp(1, h)
+        x0 = self._rand(b) * (w - cw)
+        y0 = self._rand(b) * (h - ch)
+        m = torch.zeros(b, 3, 3, dtype=torch.float64)
+        sx, sy = cw / spec.size, ch / spec.size
+        m[:, 0, 0], m[:, 0, 2] = sx, x0
+        m[:, 1, 1], m[:, 1, 2] = sy, y0
+        if flip is not None:
+            m[flip, 0, 0] = -sx[flip]
+            m[flip, 0, 2] = (x0 + cw)[flip]
+        m[:, 2, 2] = 1
+        return m
+
+    def _randaugment(self, x: torch.Tensor, spec: ViewSpec, inv: torch.Tensor | None):
+        b = x.shape[0]
+        choice = self._int(len(OPS), (b, spec.num_ops))
+        sign = torch.where(self._rand(b, spec.num_ops) < 0.5, -1.0, 1.0)
+        for step in range(spec.num_ops):
+            for k, op in enumerate(OPS):
+                rows = torch.nonzero(choice[:, step] == k).flatten()
+                if op == "identity" or rows.numel() == 0:
+                    continue
+                v = torch.full((rows.numel(),), magnitude(op, spec.magnitude, spec.size))
+                if op in SIGNED:
+                    v = v * sign[rows, step]
+                if op in ("brightness", "color", "contrast", "sharpness"):
+                    v = 1.0 + v
+                if op in GEOMETRIC:
+                    m = op_matrix(op, v, spec.size)
+                    if inv is None:
+                        inv = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
+                    inv[rows] = inv[rows] @ m
+                else:
+                    r = rows.to(x.device)
+                    put_rows(x, r, COLOUR_FNS[op](take_rows(x, r), v.to(x.device)))
+        if inv is not None and spec.crop != "rrc":
+            # Only samples that drew a geometric op are resampled; the rest keep their pixels.
+            moved = torch.nonzero((inv - torch.eye(3, dtype=torch.float64)).abs().amax((1, 2)) > 0).flatten()
+            if moved.numel():
+                r = moved.to(x.device)
+                put_rows(x, r, warp_nearest(take_rows(x, r), inv[moved].to(x.device), spec.size))
+            inv = None
+        return x, inv
+
+    def _cutout(self, x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        side = max(1, int(spec.cutout * spec.size))
+        cy = self._int(h, (b,)).to(x.device)
+        cx = self._int(w, (b,)).to(x.device)
+        ar = torch.arange(h, device=x.device)
+        ys = ((ar[None] - cy[:, None]).abs() <= side // 2)[:, :, None]
+        xs = ((torch.arange(w, device=x.device)[None] - cx[:, None]).abs() <= side // 2)[:, None, :]
+        return x.masked_fill((ys & xs)[..., None], 127)
+
+    def normalize(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,H,W,C) uint8 -> (x - mean) / std as float (B,H,W,C), written into ``out`` if given."""
+        b, h, w, c = x.shape
+        # Broadcasting (C,) over an innermost dim of 3 defeats vectorisation; a full-row (W*C,)
+        # scale and shift keeps both operands contiguous (~2x faster on CPU, measured).
+        scale = self.inv_std.to(x.device).repeat(w)
+        shift = (-self.mean * self.inv_std).to(x.device).repeat(w)
+        if out is None:
+            out = torch.empty(x.shape, dtype=self.out_dtype, device=x.device)
+        flat = out.view(b * h, w * c)
+        # A uint8 * float multiply takes the slow type-promotion path (~10x slower than a
+        # converting copy followed by a same-dtype multiply-add, measured).
+        flat.copy_(x.reshape(b * h, w * c))
+        torch.addcmul(shift, flat, scale, out=flat)
+        return out

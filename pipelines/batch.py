@@ -1,0 +1,44 @@
+"""The one contract between pipelines/ and lacol/."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class ViewBatch:
+    """Three views of B samples, on the training device.
+
+    ``weak``, ``strong``, ``strong2``: float (B, C, H, W), normalised, channels_last memory format;
+    C is 3 for colour data and 1 for gray data (Fashion-MNIST), which is kept single-channel.
+    ``label``: (B,) int64 noisy label; ``index``: (B,) int64 dataset index of each sample.
+    """
+
+    weak: torch.Tensor
+    strong: torch.Tensor
+    strong2: torch.Tensor
+    label: torch.Tensor
+    index: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.label.shape[0]
+
+    def to(self, device, non_blocking: bool = True) -> "ViewBatch":
+        return type(self)(*(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)))
+
+
+@dataclass
+class EvalBatch:
+    """One centre view per sample: ``image`` float (B, C, H, W) channels_last, ``label`` the
+    evaluation (clean) label, ``index`` the dataset index (deduplicate padded samples by it)."""
+
+    image: torch.Tensor
+    label: torch.Tensor
+    index: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.label.shape[0]
+
+    def to(self, device, non_blocking: bool = True) -> "EvalBatch":
+        return type(self)(*(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)))

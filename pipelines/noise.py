@@ -1,0 +1,225 @@
+"""Synthetic label noise and CIFAR-N human labels: seeded, deterministic, saved beside the run.
+
+Kinds:
+- ``symmetric``: exactly round(rate * N) samples, drawn uniformly, get a label drawn uniformly from
+  the *other* C-1 classes, so the realised noise rate equals ``rate``. (Some peers, e.g. the
+  Co-teaching code, draw from all C classes, true one included; their realised rate is
+  rate * (C-1) / C. Compare numbers with that in mind.)
+- ``asymmetric``: class-dependent flips between look-alike classes; in each mapped class exactly
+  round(rate * N_c) samples flip to the class's target (maps below).
+- ``instance``: the PTD procedure of Xia et al. (NeurIPS 2020): per-sample flip rate q_i from a
+  normal around ``rate`` with std 0.1 truncated to [0, 1]; W ~ N(0, 1) of shape (C, D, C) over the
+  flattened raw 0-255 image x_i; flip distribution q_i * softmax(x_i W[y_i]) over the other classes.
+- ``cifar10n:<key>`` / ``cifar100n:<key>``: human labels from the CIFAR-N release files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .sources.base import DatasetError
+
+KINDS = ("symmetric", "asymmetric", "instance", "cifar-n")
+
+# CIFAR-10: truck->automobile, bird->airplane, deer->horse, cat<->dog (Patrini et al. 2017).
+CIFAR10_ASYM = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+# Fashion-MNIST: T-shirt<->Shirt, Pullover<->Coat, Sandal->Sneaker->Ankle boot; Trouser, Dress and
+# Bag have no look-alike and keep their labels.
+FASHION_MNIST_ASYM = {0: 6, 6: 0, 2: 4, 4: 2, 5: 7, 7: 9}
+CIFARN_KEYS = {
+    "cifar10": ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"),
+    "cifar100": ("noisy_label",),
+}
+
+
+def _check_rate(rate: float) -> None:
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"noise rate {rate}: must be in [0, 1)")
+
+
+def symmetric(labels: np.ndarray, rate: float, num_classes: int, seed: int) -> np.ndarray:
+    """Flip exactly round(rate * N) labels, each to a uniformly drawn other class."""
+    _check_rate(rate)
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    flip = rng.permutation(len(labels))[: round(rate * len(labels))]
+    shift = rng.integers(1, num_classes, size=len(flip))  # 1..C-1: never the true class
+    noisy[flip] = (labels[flip] + shift) % num_classes
+    return noisy
+
+
+def asymmetric_map(dataset: str, num_classes: int, fine_to_coarse: np.ndarray | None = None) -> np.ndarray:
+    """target[c] = class that c flips to, or -1 where c keeps its label.
+
+    CIFAR-100: the next class within the true coarse superclass (classes of a superclass in index
+    order, cyclic), from the real fine->coarse map the data carries.
+    """
+    target = np.full(num_classes, -1, dtype=np.int64)
+    if dataset == "cifar10":
+        mapping = CIFAR10_ASYM
+    elif dataset == "fashion_mnist":
+        mapping = FASHION_MNIST_ASYM
+    elif dataset == "cifar100":
+        if fine_to_coarse is None:
+            raise DatasetError("cifar100 asymmetric noise needs the fine->coarse map of the data")
+        mapping = {}
+        for sc in np.unique(fine_to_coarse):
+            members = np.flatnonzero(fine_to_coarse == sc)
+            mapping.update({int(a): int(b) for a, b in zip(members, np.roll(members, -1))})
+    else:
+        raise DatasetError(f"no asymmetric noise map for {dataset!r} (have cifar10, cifar100, fashion_mnist)")
+    for a, b in mapping.items():
+        target[a] = b
+    return target
+
+
+def asymmetric(labels: np.ndarray, rate: float, target: np.ndarray, seed: int) -> np.ndarray:
+    """In each class c with target[c] >= 0, flip exactly round(rate * N_c) samples to target[c]."""
+    _check_rate(rate)
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    for c in np.flatnonzero(target >= 0):
+        members = np.flatnonzero(labels == c)
+        flip = rng.permutation(members)[: round(rate * len(members))]
+        noisy[flip] = target[c]
+    return noisy
+
+
+def _truncated_normal(rng: np.random.Generator, mean: float, std: float, n: int) -> np.ndarray:
+    """n draws of N(mean, std) truncated to [0, 1], by rejection (exact, and cheap near 0.5)."""
+    out = np.empty(0)
+    while out.size < n:
+        x = rng.normal(mean, std, size=2 * (n - out.size) + 16)
+        out = np.concatenate([out, x[(x >= 0) & (x <= 1)]])
+    return out[:n]
+
+
+def instance(labels: np.ndarray, images: np.ndarray, rate: float, num_classes: int, seed: int,
+             std: float = 0.1) -> np.ndarray:
+    """PTD instance-dependent noise (Xia et al. 2020) over raw 0-255 pixels; W is (C, D, C)."""
+    _check_rate(rate)
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    x = images.reshape(n, -1).astype(np.float64)
+    q = _truncated_normal(rng, rate, std, n)
+    w = rng.standard_normal((num_classes, x.shape[1], num_classes))
+    logits = np.empty((n, num_classes))
+    for c in range(num_classes):
+        rows = labels == c
+        logits[rows] = x[rows] @ w[c]
+    logits[np.arange(n), labels] = -np.inf
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p *= (q / p.sum(1))[:, None]
+    p[np.arange(n), labels] = 1.0 - q
+    u = rng.random(n)[:, None]
+    noisy = (np.cumsum(p, 1) < u).sum(1)
+    return np.minimum(noisy, num_classes - 1).astype(np.int64)
+
+
+def load_cifar_n(path: str | Path, key: str, n: int) -> np.ndarray:
+    """Human labels from ``CIFAR-10_human.pt`` (aggre_label, worse_label, random_label1..3) or
+    ``CIFAR-100_human.pt`` (noisy_label), as released by CIFAR-N (a dict of arrays)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"CIFAR-N: no file {path}. Get CIFAR-10_human.pt / CIFAR-100_human.pt from the CIFAR-N release.")
+    # The release is a pickled dict of numpy arrays, which the weights-only loader refuses.
+    d = torch.load(path, weights_only=False)
+    if key not in d:
+        raise DatasetError(f"CIFAR-N: {path} has no key {key!r}; it has {sorted(d)}")
+    labels = np.asarray(d[key], dtype=np.int64).reshape(-1)
+    if labels.shape[0] != n:
+        raise DatasetError(f"CIFAR-N: {path}[{key!r}] has {labels.shape[0]} labels, the train split {n}")
+    return labels
+
+
+def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
+    """Row-normalised T[i, j] = P(noisy = j | clean = i) over samples with a known clean label."""
+    known = clean >= 0
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (clean[known], noisy[known]), 1)
+    return counts / np.maximum(counts.sum(1, keepdims=True), 1)
+
+
+@dataclass
+class NoisyLabels:
+    """Noisy labels with their provenance; saved as .npz and loaded back unchanged."""
+
+    labels: np.ndarray
+    clean: np.ndarray
+    kind: str
+    rate: float
+    seed: int
+    dataset: str
+
+    @property
+    def realised_rate(self) -> float:
+        known = self.clean >= 0
+        return float((self.labels[known] != self.clean[known]).mean()) if known.any() else float("nan")
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, labels=self.labels, clean=self.clean, kind=self.kind, rate=self.rate,
+                 seed=self.seed, dataset=self.dataset)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NoisyLabels":
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError(f"no label-noise file {path}; make one with lacol-noise")
+        with np.load(path) as z:
+            missing = {"labels", "clean", "kind", "rate", "seed", "dataset"} - set(z.files)
+            if missing:
+                raise DatasetError(f"{path}: not a lacol-noise file (missing {sorted(missing)})")
+            return cls(z["labels"].astype(np.int64), z["clean"].astype(np.int64), str(z["kind"]),
+                       float(z["rate"]), int(z["seed"]), str(z["dataset"]))
+
+
+def make_noise(split, dataset: str, kind: str, rate: float, seed: int = 0,
+               cifar_n_file: str | Path | None = None) -> NoisyLabels:
+    """Noisy labels for a Split (whose ``labels`` are clean). ``kind`` is one of KINDS;
+    for cifar-n, ``cifar_n_file`` is the release file and the key goes in ``kind`` as cifar-n:KEY."""
+    clean, c = split.clean_labels, split.num_classes
+    if kind == "symmetric":
+        labels = symmetric(clean, rate, c, seed)
+    elif kind == "asymmetric":
+        labels = asymmetric(clean, rate, asymmetric_map(dataset, c, split.extra.get("fine_to_coarse")), seed)
+    elif kind == "instance":
+        if split.images is None:
+            raise DatasetError("instance noise needs in-memory images (Fashion-MNIST, CIFAR)")
+        labels = instance(clean, split.images, rate, c, seed)
+    elif kind.startswith("cifar-n"):
+        key = kind.partition(":")[2] or CIFARN_KEYS.get(dataset, ("",))[0]
+        if dataset not in CIFARN_KEYS or key not in CIFARN_KEYS[dataset]:
+            raise DatasetError(f"cifar-n keys for {dataset!r}: {CIFARN_KEYS.get(dataset, ())}")
+        if cifar_n_file is None:
+            raise DatasetError("cifar-n noise needs the release file (--cifar-n-file CIFAR-10_human.pt)")
+        labels, rate = load_cifar_n(cifar_n_file, key, len(clean)), float("nan")
+        kind = f"cifar-n:{key}"
+    else:
+        raise DatasetError(f"noise kind {kind!r}: choose one of {', '.join(KINDS)} (cifar-n as cifar-n:KEY)")
+    return NoisyLabels(labels, clean.copy(), kind, rate, seed, dataset)
+
+
+def report(noise: NoisyLabels, classes, console=None) -> None:
+    """Print the realised rate and the transition matrix (rich table)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = transition_matrix(noise.clean, noise.labels, len(classes))
+    table = Table(title=f"{noise.dataset} {noise.kind} noise, requested {noise.rate:.3f}, "
+                        f"realised {noise.realised_rate:.4f} (seed {noise.seed})")
+    table.add_column("clean \\ noisy", no_wrap=True)
+    for j in range(len(classes)):
+        table.add_column(str(j), justify="right")
+    for i, name in enumerate(classes):
+        table.add_row(f"{i} {name}"[:18], *(f"{v:.2f}" if v else "." for v in t[i]))
+    console.print(table)

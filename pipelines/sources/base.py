@@ -1,0 +1,89 @@
+"""The description of one dataset split: where its images are and what its labels say.
+
+A source never decodes images. In-memory datasets (Fashion-MNIST, CIFAR) carry a uint8 array;
+file datasets (Clothing1M) carry relative paths under a root, resolved when a loader decodes them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A dataset is missing or malformed; the message names the file and the fix."""
+
+
+@dataclass
+class Split:
+    """One split of a dataset.
+
+    Exactly one of ``images`` and ``files`` is set.
+    """
+
+    name: str
+    """Dataset and split, e.g. ``fashion_mnist/train``."""
+    labels: np.ndarray
+    """(N,) int64: the labels training sees (noisy where the dataset is noisy)."""
+    clean_labels: np.ndarray
+    """(N,) int64: the true label where known, -1 where unknown."""
+    classes: tuple[str, ...]
+    """Class names, index = label."""
+    images: np.ndarray | None = None
+    """(N, H, W, C) uint8, for in-memory datasets."""
+    files: list[str] | None = None
+    """Paths relative to ``root``, for file datasets."""
+    root: Path | None = None
+    mean: tuple[float, ...] = (127.5, 127.5, 127.5)
+    """Per-channel normalisation mean, in 0..255 units."""
+    std: tuple[float, ...] = (63.75, 63.75, 63.75)
+    extra: dict = field(default_factory=dict)
+    """Dataset-specific arrays, e.g. CIFAR-100 ``coarse_labels`` and ``fine_to_coarse``."""
+
+    def __post_init__(self) -> None:
+        if (self.images is None) == (self.files is None):
+            raise ValueError("Split needs exactly one of images= and files=")
+        n = len(self)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.clean_labels = np.asarray(self.clean_labels, dtype=np.int64)
+        if self.labels.shape != (n,) or self.clean_labels.shape != (n,):
+            raise ValueError(
+                f"{self.name}: {n} images but labels {self.labels.shape}, "
+                f"clean_labels {self.clean_labels.shape}"
+            )
+        if self.images is not None and self.images.ndim == 3:
+            self.images = self.images[..., None]
+
+    def __len__(self) -> int:
+        return len(self.images) if self.images is not None else len(self.files)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the decoded images: 1 for gray in-memory data, else 3."""
+        return self.images.shape[-1] if self.images is not None else 3
+
+    def path(self, i: int) -> Path:
+        return self.root / self.files[i]
+
+    def with_labels(self, labels: np.ndarray, name: str | None = None) -> "Split":
+        """A copy training on other (e.g. synthetic noisy) labels; clean labels kept."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != self.labels.shape:
+            raise DatasetError(
+                f"{self.name}: label file has {labels.shape[0]} labels, the split has {len(self)}"
+            )
+        return replace(self, name=name or self.name, labels=labels, extra=dict(self.extra))
+
+    def subset(self, indices: np.ndarray) -> "Split":
+        """A split of the given rows (for quick runs); indices refer to this split."""
+        idx = np.asarray(indices)
+        return replace(
+            self, labels=self.labels[idx], clean_labels=self.clean_labels[idx],
+            images=None if self.images is None else self.images[idx],
+            files=None if self.files is None else [self.files[i] for i in idx], extra=dict(self.extra),
+        )

@@ -1,0 +1,203 @@
+"""Reference backend: DataLoader workers only decode; augment.py makes the views on the device.
+
+File datasets (Clothing1M): each worker decodes a whole batch (PIL, JPEG draft-mode downscaling,
+shorter side to ``image_size`` and the central ``image_size`` square kept) into one uint8 array,
+so a batch crosses the process boundary as one block. In-memory datasets (Fashion-MNIST, CIFAR)
+need no decoding: batches are sliced from the array in the main process.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .augment import Augmenter, ViewSpec, eval_view
+from .batch import EvalBatch, ViewBatch
+from .sharding import shard_indices
+from .sources.base import Split
+
+log = logging.getLogger(__name__)
+
+
+def decode_square(path: str | Path, size: int) -> np.ndarray:
+    """Decode an image file to (size, size, 3) uint8 RGB: shorter side resized to ``size``, the
+    central square kept. Raises on unreadable files (callers count and skip those)."""
+    with Image.open(path) as img:
+        w, h = img.size
+        if img.format == "JPEG":
+            img.draft("RGB", (max(size, round(size * w / h)), max(size, round(size * h / w))))
+            w, h = img.size
+        img = img.convert("RGB")
+        side = min(w, h)
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        img = img.resize((size, size), Image.BILINEAR, box=box, reducing_gap=None if side < 2 * size else 2.0)
+        return np.asarray(img)
+
+
+def shared_empty(shape, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """An uninitialised CPU tensor in shared memory: a worker's result crosses to the main
+    process by handle, without the copy DataLoader makes of ordinary tensors."""
+    numel = 1
+    for d in shape:
+        numel *= d
+    storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
+    return torch.tensor([], dtype=dtype).set_(storage, 0, tuple(shape))
+
+
+class _DecodedBatches(torch.utils.data.Dataset):
+    """Whole batches of decoded files: one (batch number, indices) item per DataLoader fetch.
+
+    With an ``augment``, the worker also makes the views (CPU training: the worker processes are
+    the training device's cores, and one process per batch keeps each batch in its cache); the
+    augmenter is reseeded from the batch number, so views do not depend on which worker ran."""
+
+    def __init__(self, split: Split, size: int, augment: Augmenter | None = None):
+        self.split, self.size, self.augment = split, size, augment
+        self.seed = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, item: tuple[int, list[int]]):
+        batch_no, indices = item
+        out = np.zeros((len(indices), self.size, self.size, 3), dtype=np.uint8)
+        ok = np.ones(len(indices), dtype=bool)
+        for j, i in enumerate(indices):
+            try:
+                out[j] = decode_square(self.split.path(i), self.size)
+            except Exception:  # missing, truncated or foreign file: counted and skipped
+                ok[j] = False
+        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        x = torch.from_numpy(out)
+        if self.augment is None:
+            return x, index, torch.from_numpy(ok)
+        self.augment.reseed(self.seed * 1_000_003 + batch_no)
+        keep = torch.from_numpy(ok)
+        return self.augment(x[keep] if not ok.all() else x, alloc=shared_empty), index, keep
+
+
+def _as_batch(batch):
+    return batch
+
+
+class _Batches:
+    """One rank's batches: uint8 images (B, H, W, C), or finished views when the workers augment,
+    with their dataset indices. Unreadable files are counted, named in a warning and dropped."""
+
+    def __init__(self, split: Split, *, batch_size: int, rank: int, world: int, seed: int,
+                 shuffle: bool, drop_last: bool, num_workers: int, image_size: int,
+                 worker_augment: Augmenter | None = None, prefetch: int = 4):
+        self.split, self.batch_size = split, batch_size
+        self.rank, self.world, self.seed = rank, world, seed
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.num_workers, self.prefetch = num_workers, prefetch
+        self.epoch = 0
+        self.skipped: list[str] = []
+        self.decoded = None if split.images is not None else _DecodedBatches(split, image_size, worker_augment)
+        if self.decoded is not None and num_workers < 1:
+            raise ValueError("decoding image files needs data.num_workers >= 1")
+
+    def indices(self) -> np.ndarray:
+        return shard_indices(len(self.split), self.rank, self.world, self.epoch, self.seed,
+                             shuffle=self.shuffle, drop_last=self.drop_last, batch_size=self.batch_size)
+
+    def __len__(self) -> int:
+        return -(-len(self.indices()) // self.batch_size)
+
+    def __iter__(self):
+        idx = self.indices()
+        chunks = [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if self.decoded is None:
+            for c in chunks:
+                yield torch.from_numpy(self.split.images[c]), torch.from_numpy(c)
+            return
+        self.decoded.seed = (self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank
+        loader = torch.utils.data.DataLoader(
+            self.decoded, batch_size=None, sampler=list(enumerate(c.tolist() for c in chunks)),
+            num_workers=self.num_workers, collate_fn=_as_batch, prefetch_factor=self.prefetch,
+            pin_memory=torch.cuda.is_available() and self.decoded.augment is None,
+        )
+        for x, index, ok in loader:
+            if not bool(ok.all()):
+                bad = index[~ok].tolist()
+                self.skipped += [str(self.split.path(i)) for i in bad]
+                log.warning("skipped %d unreadable image(s), e.g. %s (%d so far)", len(bad),
+                            self.split.path(bad[0]), len(self.skipped))
+                index = index[ok]
+                if self.decoded.augment is None:
+                    x = x[ok]
+            yield x, index
+
+
+class TorchLoader:
+    """Train loader: an iterable of ViewBatch for one rank, with ``__len__`` and ``set_epoch``.
+
+    ``augment_in``: ``device`` makes the views on ``device`` from uint8 batches (the GPU path);
+    ``workers`` makes them in the DataLoader workers, into shared memory (fastest when training
+    on CPU); ``auto`` picks ``workers`` for image files on a CPU device, else ``device``.
+    """
+
+    def __init__(self, split: Split, views: tuple[ViewSpec, ViewSpec, ViewSpec], *, batch_size: int,
+                 device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
+                 num_workers: int = 2, image_size: int = 256, drop_last: bool = True,
+                 augment_in: str = "auto"):
+        if augment_in not in ("auto", "device", "workers"):
+            raise ValueError(f"augment_in {augment_in!r}: choose auto, device or workers")
+        self.device = torch.device(device)
+        self.labels = torch.from_numpy(split.labels)
+        self.augment = Augmenter(views, split.mean, split.std)
+        if augment_in == "auto":
+            augment_in = "workers" if split.images is None and self.device.type == "cpu" else "device"
+        if augment_in == "workers" and split.images is not None:
+            augment_in = "device"  # in-memory data has no workers; its views are made in place
+        self.augment_in = augment_in
+        self.source = _Batches(split, batch_size=batch_size, rank=rank, world=world, seed=seed,
+                               shuffle=True, drop_last=drop_last, num_workers=num_workers,
+                               image_size=image_size,
+                               worker_augment=self.augment if augment_in == "workers" else None)
+        self.seed, self.rank = seed, rank
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.source.epoch = epoch
+        # Different per rank and per epoch, reproducible on resume.
+        self.augment.reseed((self.seed * 1_000_003 + epoch) * 1_009 + self.rank)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def skipped(self) -> list[str]:
+        return self.source.skipped
+
+    def __iter__(self):
+        for x, index in self.source:
+            if self.augment_in == "workers":
+                weak, strong, strong2 = (v.to(self.device) for v in x)
+            else:
+                weak, strong, strong2 = self.augment(x.to(self.device, non_blocking=True))
+            yield ViewBatch(weak, strong, strong2, self.labels[index].to(self.device), index.to(self.device))
+
+
+class TorchEvalLoader:
+    """Eval loader: centre views as EvalBatch, sharded without dropping (padding repeats indices)."""
+
+    def __init__(self, split: Split, *, size: int, batch_size: int, device: str | torch.device = "cpu",
+                 rank: int = 0, world: int = 1, num_workers: int = 2, image_size: int = 256):
+        self.device = torch.device(device)
+        self.labels = torch.from_numpy(split.labels)
+        self.source = _Batches(split, batch_size=batch_size, rank=rank, world=world, seed=0,
+                               shuffle=False, drop_last=False, num_workers=num_workers,
+                               image_size=image_size)
+        self.augment = Augmenter([eval_view(size)], split.mean, split.std)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __iter__(self):
+        for x, index in self.source:
+            (image,) = self.augment(x.to(self.device, non_blocking=True))
+            yield EvalBatch(image, self.labels[index].to(self.device), index.to(self.device))

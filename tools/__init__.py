@@ -1,0 +1,1 @@
+"""Standalone command-line tools: conversion, label noise, benchmarks. Never imported by lacol/."""
