@@ -148,11 +148,15 @@ def autocontrast(x: torch.Tensor, v=None) -> torch.Tensor:
     """ImageOps.autocontrast (cutoff 0) per channel; a constant channel is left as it is."""
     n, h, w, c = x.shape
     lo, hi = torch.aminmax(x.view(n, h * w, c), dim=1)
-    lo, hi = lo.float(), hi.float()
+    lo, hi = lo.double(), hi.double()
     flat = hi <= lo
-    scale = torch.where(flat, 1.0, 255.0 / (hi - lo).clamp_(min=1)).view(n, 1, 1, c)
-    lo = torch.where(flat, 0.0, lo).view(n, 1, 1, c)
-    return (x.float() - lo).mul_(scale).floor_().clamp_(0, 255).to(torch.uint8)
+    # PIL's arithmetic, in float64: int(x * scale + offset), offset = -lo * scale.
+    # A true division: torch evaluates `255.0 / tensor` as a reciprocal times 255, which is off
+    # in the last bit and flips int() at exact integers.
+    scale = torch.where(flat, 1.0, torch.full_like(hi, 255.0) / (hi - lo).clamp_(min=1))
+    offset = torch.where(flat, 0.0, -lo * scale)
+    out = x.double().mul_(scale.view(n, 1, 1, c)).add_(offset.view(n, 1, 1, c))
+    return out.floor_().clamp_(0, 255).to(torch.uint8)
 
 
 def equalize(x: torch.Tensor, v=None) -> torch.Tensor:
@@ -355,10 +359,11 @@ class Augmenter:
     def _rrc_matrix(self, b, h, w, spec: ViewSpec, flip) -> torch.Tensor:
         area = h * w * (spec.rrc_scale[0] + self._rand(b) * (spec.rrc_scale[1] - spec.rrc_scale[0]))
         logr = math.log(3 / 4) + self._rand(b) * (math.log(4 / 3) - math.log(3 / 4))
+        area, logr = area.double(), logr.double()
         cw = torch.sqrt(area * torch.exp(logr)).clamp(1, w)
         ch = torch.sqrt(area / torch.exp(logr)).clamp(1, h)
-        x0 = self._rand(b) * (w - cw)
-        y0 = self._rand(b) * (h - ch)
+        x0 = self._rand(b).double() * (w - cw)
+        y0 = self._rand(b).double() * (h - ch)
         m = torch.zeros(b, 3, 3, dtype=torch.float64)
         sx, sy = cw / spec.size, ch / spec.size
         m[:, 0, 0], m[:, 0, 2] = sx, x0
@@ -378,7 +383,8 @@ class Augmenter:
                 rows = torch.nonzero(choice[:, step] == k).flatten()
                 if op == "identity" or rows.numel() == 0:
                     continue
-                v = torch.full((rows.numel(),), magnitude(op, spec.magnitude, spec.size))
+                # float64, as PIL forms 1 + v in double before its C code rounds it to float.
+                v = torch.full((rows.numel(),), magnitude(op, spec.magnitude, spec.size), dtype=torch.float64)
                 if op in SIGNED:
                     v = v * sign[rows, step]
                 if op in ("brightness", "color", "contrast", "sharpness"):

@@ -1,0 +1,53 @@
+"""Shared fixtures: real Fashion-MNIST, and small datasets written in their release formats."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.sources import fashion_mnist
+
+
+@pytest.fixture(scope="session")
+def fmnist_train():
+    return fashion_mnist.load("train")
+
+
+@pytest.fixture(scope="session")
+def clothing_root(tmp_path_factory) -> Path:
+    """A Clothing1M-layout folder of real Fashion-MNIST images as 240-400 px JPEGs."""
+    from tools.clothing1m_sample import build
+
+    return build(tmp_path_factory.mktemp("clothing1m"), num_train=160, num_val=32, num_test=32, workers=2)
+
+
+def write_cifar(root: Path, name: str, n_train: int = 60, n_test: int = 20, seed: int = 0) -> Path:
+    """Write a tiny CIFAR python release (same keys, dtypes and shapes as the real one)."""
+    rng = np.random.default_rng(seed)
+    if name == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        per = n_train // 5
+        for i in range(1, 6):
+            d = {b"data": rng.integers(0, 256, (per, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, per).tolist()}
+            (folder / f"data_batch_{i}").write_bytes(pickle.dumps(d))
+        d = {b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n_test).tolist()}
+        (folder / "test_batch").write_bytes(pickle.dumps(d))
+        meta = {b"label_names": [f"c{i}".encode() for i in range(10)]}
+        (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+        return folder
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    f2c = np.repeat(np.arange(20), 5)
+    rng.shuffle(f2c)  # like the real map: superclasses are not contiguous fine-label ranges
+    for split, n in (("train", n_train), ("test", n_test)):
+        fine = np.concatenate([np.arange(100), rng.integers(0, 100, max(0, n - 100))])[:n]
+        d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": fine.tolist(),
+             b"coarse_labels": f2c[fine].tolist()}
+        (folder / split).write_bytes(pickle.dumps(d))
+    meta = {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"s{i}".encode() for i in range(20)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta))
+    return folder

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import torch
+
+from pipelines.augment import lacol_views
+from pipelines.batch import ViewBatch
+from pipelines.sharding import shard_indices
+from pipelines.sources import clothing1m
+from pipelines.torch_loader import TorchEvalLoader, TorchLoader
+
+
+def _check_batch(b: ViewBatch, split, size, channels):
+    assert isinstance(b, ViewBatch)
+    for v in (b.weak, b.strong, b.strong2):
+        assert v.shape == (len(b), channels, size, size) and v.dtype == torch.float32
+        assert v.is_contiguous(memory_format=torch.channels_last)
+        # Normalised: black and white map to (0 - mean)/std and (255 - mean)/std.
+        lo = min((0 - m) / s for m, s in zip(split.mean, split.std))
+        hi = max((255 - m) / s for m, s in zip(split.mean, split.std))
+        assert v.min() >= lo - 1e-4 and v.max() <= hi + 1e-4
+    assert b.label.dtype == torch.int64 and b.index.dtype == torch.int64
+    assert (b.label.numpy() == split.labels[b.index.numpy()]).all()
+
+
+def test_in_memory_views_pair_labels_with_indices(fmnist_train):
+    split = fmnist_train.subset(np.arange(1000)).with_labels((np.arange(1000) * 7) % 10)
+    loader = TorchLoader(split, lacol_views(28, pad=4), batch_size=128, seed=0)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 7
+    for b in batches:
+        _check_batch(b, split, 28, 1)
+    # The weak view of a sample is its image shifted by at most 4 px: its mean pixel is close.
+    b = batches[0]
+    raw = b.weak * split.std[0] + split.mean[0]
+    src = torch.from_numpy(split.images[b.index.numpy()]).float().permute(0, 3, 1, 2)
+    assert (raw.mean((1, 2, 3)) - src.mean((1, 2, 3))).abs().max() < 40
+    corr = np.corrcoef(raw.mean((1, 2, 3)).numpy(), src.mean((1, 2, 3)).numpy())[0, 1]
+    assert corr > 0.9
+
+
+@pytest.mark.parametrize("augment_in", ["workers", "device"])
+def test_file_views(clothing_root, augment_in):
+    split = clothing1m.load("noisy_train", clothing_root)
+    loader = TorchLoader(split, lacol_views(64), batch_size=32, num_workers=2, image_size=72,
+                         augment_in=augment_in)
+    assert loader.augment_in == augment_in
+    batches = list(loader)
+    assert len(batches) == 5
+    for b in batches:
+        _check_batch(b, split, 64, 3)
+        assert not torch.equal(b.strong, b.strong2) and not torch.equal(b.weak, b.strong)
+    seen = torch.cat([b.index for b in batches])
+    assert len(set(seen.tolist())) == 160
+    # Views are reproducible per epoch, and differ between epochs.
+    loader.set_epoch(0)
+    again = next(iter(loader))
+    assert torch.equal(again.index, batches[0].index) and torch.equal(again.strong, batches[0].strong)
+    loader.set_epoch(1)
+    assert not torch.equal(next(iter(loader)).index, batches[0].index)
+
+
+def test_corrupt_files_are_counted_and_skipped(clothing_root, tmp_path, caplog):
+    import shutil
+    root = tmp_path / "c1m"
+    shutil.copytree(clothing_root, root)
+    split = clothing1m.load("noisy_train", root)
+    split.path(3).write_bytes(b"")                                       # zero bytes
+    split.path(5).write_bytes(split.path(5).read_bytes()[:200])          # truncated
+    split.path(7).unlink()                                               # missing
+    loader = TorchLoader(split, lacol_views(64), batch_size=32, image_size=72, num_workers=1)
+    total = sum(len(b) for b in loader)
+    assert total == 160 - 3
+    assert sorted(loader.skipped) == sorted(str(split.path(i)) for i in (3, 5, 7))
+    assert "skipped" in caplog.text
+
+
+def test_sharding_two_ranks_disjoint_and_complete():
+    n = 1003
+    for epoch in (0, 1):
+        a = shard_indices(n, 0, 2, epoch, seed=1, shuffle=True, drop_last=False, batch_size=64)
+        b = shard_indices(n, 1, 2, epoch, seed=1, shuffle=True, drop_last=False, batch_size=64)
+        assert len(a) == len(b) == 502
+        assert set(a) | set(b) == set(range(n)) and len(set(a) & set(b)) <= 1  # one wrap-around pad
+        ta = shard_indices(n, 0, 2, epoch, seed=1, shuffle=True, drop_last=True, batch_size=64)
+        tb = shard_indices(n, 1, 2, epoch, seed=1, shuffle=True, drop_last=True, batch_size=64)
+        assert len(ta) == len(tb) == 448 and not set(ta) & set(tb)
+
+
+def test_loaders_on_two_ranks(fmnist_train):
+    split = fmnist_train.subset(np.arange(600))
+    seen = []
+    for rank in (0, 1):
+        loader = TorchLoader(split, lacol_views(28, pad=4), batch_size=50, rank=rank, world=2)
+        assert len(loader) == 6
+        seen.append(torch.cat([b.index for b in loader]).tolist())
+    assert not set(seen[0]) & set(seen[1]) and len(seen[0]) == len(seen[1]) == 300
+    ev = [torch.cat([b.index for b in TorchEvalLoader(split, size=28, batch_size=64, rank=r, world=2)]) for r in (0, 1)]
+    assert set(ev[0].tolist()) | set(ev[1].tolist()) == set(range(600)) and len(ev[0]) == len(ev[1]) == 300
+
+
+def test_eval_loader_files(clothing_root):
+    split = clothing1m.load("clean_test", clothing_root)
+    batches = list(TorchEvalLoader(split, size=64, batch_size=10, image_size=72, num_workers=1))
+    idx = torch.cat([b.index for b in batches])
+    assert sorted(idx.tolist()) == list(range(32))
+    assert batches[0].image.shape == (10, 3, 64, 64)
+    assert (torch.cat([b.label for b in batches]).numpy() == split.labels[idx.numpy()]).all()
+
+
+def test_bench_loader_runs(clothing_root, capsys):
+    from tools.bench import main
+    assert main(["loader", "--root", str(clothing_root), "--batches", "1", "--warmup", "1",
+                 "--repeats", "1", "--batch-size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "peer" in out and "torch" in out and "vs peer" in out
+    assert main(["loader", "--root", str(clothing_root), "--batches", "100"]) == 2
