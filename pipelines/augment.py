@@ -103,7 +103,9 @@ def crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int,
     b, h, w, _ = x.shape
     if x.device.type == "cpu":
         # On CPU, B slice copies beat one advanced-indexing gather by ~5x (measured).
-        out = x.new_zeros((b, size, size, x.shape[-1]))
+        padded = bool(top.min() < 0 or left.min() < 0 or top.max() + size > h or left.max() + size > w)
+        shape = (b, size, size, x.shape[-1])
+        out = x.new_zeros(shape) if padded else x.new_empty(shape)  # zeros only where padding shows
         for i, (t, l) in enumerate(zip(top.tolist(), left.tolist())):
             t0, l0 = max(t, 0), max(l, 0)
             t1, l1 = min(t + size, h), min(l + size, w)

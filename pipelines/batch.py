@@ -6,8 +6,20 @@ from dataclasses import dataclass, fields
 import torch
 
 
+class _Batch:
+    """What both batch kinds share: a length (the label count) and a move to a device."""
+
+    label: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.label.shape[0]
+
+    def to(self, device, non_blocking: bool = True):
+        return type(self)(*(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)))
+
+
 @dataclass
-class ViewBatch:
+class ViewBatch(_Batch):
     """Three views of B samples, on the training device.
 
     ``weak``, ``strong``, ``strong2``: float (B, C, H, W), normalised, channels_last memory format;
@@ -21,24 +33,12 @@ class ViewBatch:
     label: torch.Tensor
     index: torch.Tensor
 
-    def __len__(self) -> int:
-        return self.label.shape[0]
-
-    def to(self, device, non_blocking: bool = True) -> "ViewBatch":
-        return type(self)(*(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)))
-
 
 @dataclass
-class EvalBatch:
+class EvalBatch(_Batch):
     """One centre view per sample: ``image`` float (B, C, H, W) channels_last, ``label`` the
     evaluation (clean) label, ``index`` the dataset index (deduplicate padded samples by it)."""
 
     image: torch.Tensor
     label: torch.Tensor
     index: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.label.shape[0]
-
-    def to(self, device, non_blocking: bool = True) -> "EvalBatch":
-        return type(self)(*(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)))

@@ -216,10 +216,11 @@ def report(noise: NoisyLabels, classes, console=None) -> None:
     console = console or Console()
     t = transition_matrix(noise.clean, noise.labels, len(classes))
     table = Table(title=f"{noise.dataset} {noise.kind} noise, requested {noise.rate:.3f}, "
-                        f"realised {noise.realised_rate:.4f} (seed {noise.seed})")
-    table.add_column("clean \\ noisy", no_wrap=True)
+                        f"realised {noise.realised_rate:.4f} (seed {noise.seed}); "
+                        f"rows: clean class, columns: noisy label, % of the row")
+    table.add_column("clean \\ noisy", no_wrap=True, max_width=14)
     for j in range(len(classes)):
-        table.add_column(str(j), justify="right")
+        table.add_column(str(j), justify="right", no_wrap=True, min_width=3)
     for i, name in enumerate(classes):
-        table.add_row(f"{i} {name}"[:18], *(f"{v:.2f}" if v else "." for v in t[i]))
+        table.add_row(f"{i} {name}"[:14], *(f"{100 * v:.0f}" if v else "." for v in t[i]))
     console.print(table)

@@ -29,6 +29,8 @@ def test_in_memory_views_pair_labels_with_indices(fmnist_train):
     assert len(batches) == len(loader) == 7
     for b in batches:
         _check_batch(b, split, 28, 1)
+    moved = batches[0].to("cpu")
+    assert isinstance(moved, ViewBatch) and len(moved) == 128 and torch.equal(moved.strong, batches[0].strong)
     # The weak view of a sample is its image shifted by at most 4 px: its mean pixel is close.
     b = batches[0]
     raw = b.weak * split.std[0] + split.mean[0]
