@@ -116,3 +116,9 @@ def test_bench_loader_runs(clothing_root, capsys):
     out = capsys.readouterr().out
     assert "peer" in out and "torch" in out and "vs peer" in out
     assert main(["loader", "--root", str(clothing_root), "--batches", "100"]) == 2
+
+
+def test_bench_parse_runs(capsys):
+    from tools.bench import main
+    assert main(["parse", "--lines", "2000"]) == 0
+    assert "2000 keys (144 with clean labels)" in capsys.readouterr().out
