@@ -79,6 +79,12 @@ class _DecodedBatches(torch.utils.data.Dataset):
         return self.augment(x[keep] if not ok.all() else x, alloc=shared_empty), index, keep
 
 
+def view_seed(seed: int, epoch: int, rank: int) -> int:
+    """The augmentation seed of one rank in one epoch: different per rank and per epoch, and the
+    same again on resume."""
+    return (seed * 1_000_003 + epoch) * 1_009 + rank
+
+
 def _as_batch(batch):
     return batch
 
@@ -114,7 +120,7 @@ class _Batches:
             for c in chunks:
                 yield torch.from_numpy(self.split.images[c]), torch.from_numpy(c)
             return
-        self.decoded.seed = (self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank
+        self.decoded.seed = view_seed(self.seed, self.epoch, self.rank)
         loader = torch.utils.data.DataLoader(
             self.decoded, batch_size=None, sampler=list(enumerate(c.tolist() for c in chunks)),
             num_workers=self.num_workers, collate_fn=_as_batch, prefetch_factor=self.prefetch,
@@ -163,8 +169,7 @@ class TorchLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.source.epoch = epoch
-        # Different per rank and per epoch, reproducible on resume.
-        self.augment.reseed((self.seed * 1_000_003 + epoch) * 1_009 + self.rank)
+        self.augment.reseed(view_seed(self.seed, epoch, self.rank))
 
     def __len__(self) -> int:
         return len(self.source)
