@@ -15,7 +15,8 @@ class _Batch:
         return self.label.shape[0]
 
     def to(self, device, non_blocking: bool = True):
-        return type(self)(*(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)))
+        return type(self)(*(None if (v := getattr(self, f.name)) is None else v.to(device, non_blocking=non_blocking)
+                            for f in fields(self)))
 
 
 @dataclass
@@ -24,12 +25,13 @@ class ViewBatch(_Batch):
 
     ``weak``, ``strong``, ``strong2``: float (B, C, H, W), normalised, channels_last memory format;
     C is 3 for colour data and 1 for gray data (Fashion-MNIST), which is kept single-channel.
+    ``strong`` and ``strong2`` are None from a loader built for the weak view alone.
     ``label``: (B,) int64 noisy label; ``index``: (B,) int64 dataset index of each sample.
     """
 
     weak: torch.Tensor
-    strong: torch.Tensor
-    strong2: torch.Tensor
+    strong: torch.Tensor | None
+    strong2: torch.Tensor | None
     label: torch.Tensor
     index: torch.Tensor
 

@@ -101,6 +101,7 @@ class _Batches:
         self.shuffle, self.drop_last = shuffle, drop_last
         self.num_workers, self.prefetch = num_workers, prefetch
         self.epoch = 0
+        self.start = 0
         self.skipped: list[str] = []
         self.decoded = None if split.images is not None else _DecodedBatches(split, image_size, worker_augment)
         if self.decoded is not None and num_workers < 1:
@@ -116,17 +117,18 @@ class _Batches:
     def __iter__(self):
         idx = self.indices()
         chunks = [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        numbered = list(enumerate(chunks))[self.start:]
         if self.decoded is None:
-            for c in chunks:
-                yield torch.from_numpy(self.split.images[c]), torch.from_numpy(c)
+            for batch_no, c in numbered:
+                yield torch.from_numpy(self.split.images[c]), torch.from_numpy(c), batch_no
             return
         self.decoded.seed = view_seed(self.seed, self.epoch, self.rank)
         loader = torch.utils.data.DataLoader(
-            self.decoded, batch_size=None, sampler=list(enumerate(c.tolist() for c in chunks)),
+            self.decoded, batch_size=None, sampler=[(n, c.tolist()) for n, c in numbered],
             num_workers=self.num_workers, collate_fn=_as_batch, prefetch_factor=self.prefetch,
             pin_memory=torch.cuda.is_available() and self.decoded.augment is None,
         )
-        for x, index, ok in loader:
+        for (x, index, ok), (batch_no, _) in zip(loader, numbered):
             if not bool(ok.all()):
                 bad = index[~ok].tolist()
                 self.skipped += [str(self.split.path(i)) for i in bad]
@@ -135,7 +137,7 @@ class _Batches:
                 index = index[ok]
                 if self.decoded.augment is None:
                     x = x[ok]
-            yield x, index
+            yield x, index, batch_no
 
 
 class TorchLoader:
@@ -144,9 +146,11 @@ class TorchLoader:
     ``augment_in``: ``device`` makes the views on ``device`` from uint8 batches (the GPU path);
     ``workers`` makes them in the DataLoader workers, into shared memory (fastest when training
     on CPU); ``auto`` picks ``workers`` for image files on a CPU device, else ``device``.
+    ``views``: (weak, strong, strong2), or (weak,) alone for a method that needs no strong views
+    (the CE baseline), whose batches then carry None for ``strong`` and ``strong2``.
     """
 
-    def __init__(self, split: Split, views: tuple[ViewSpec, ViewSpec, ViewSpec], *, batch_size: int,
+    def __init__(self, split: Split, views: tuple[ViewSpec, ...], *, batch_size: int,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
                  num_workers: int = 2, image_size: int = 256, drop_last: bool = True,
                  augment_in: str = "auto"):
@@ -167,9 +171,10 @@ class TorchLoader:
         self.seed, self.rank = seed, rank
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.source.epoch = epoch
-        self.augment.reseed(view_seed(self.seed, epoch, self.rank))
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Next iteration is epoch ``epoch`` from its batch ``start`` (resuming mid-epoch gives the
+        same batches and views as an uninterrupted epoch: views are seeded per batch)."""
+        self.source.epoch, self.source.start = epoch, start
 
     def __len__(self) -> int:
         return len(self.source)
@@ -179,11 +184,14 @@ class TorchLoader:
         return self.source.skipped
 
     def __iter__(self):
-        for x, index in self.source:
+        seed = view_seed(self.seed, self.source.epoch, self.rank)
+        for x, index, batch_no in self.source:
             if self.augment_in == "workers":
-                weak, strong, strong2 = (v.to(self.device) for v in x)
+                views = [v.to(self.device) for v in x]
             else:
-                weak, strong, strong2 = self.augment(x.to(self.device, non_blocking=True))
+                self.augment.reseed(seed * 1_000_003 + batch_no)  # as the workers do
+                views = self.augment(x.to(self.device, non_blocking=True))
+            weak, strong, strong2 = views if len(views) == 3 else (views[0], None, None)
             yield ViewBatch(weak, strong, strong2, self.labels[index].to(self.device), index.to(self.device))
 
 
@@ -203,6 +211,6 @@ class TorchEvalLoader:
         return len(self.source)
 
     def __iter__(self):
-        for x, index in self.source:
+        for x, index, _ in self.source:
             (image,) = self.augment(x.to(self.device, non_blocking=True))
             yield EvalBatch(image, self.labels[index].to(self.device), index.to(self.device))

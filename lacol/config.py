@@ -1,0 +1,291 @@
+"""One typed config tree: dataclasses with a docstring under each field, YAML recipes and
+``key=value`` overrides, validated once with the fix in the message."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names the key and what is allowed."""
+
+
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r}: allowed values are {', '.join(map(repr, allowed))}")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion_mnist"
+    """fashion_mnist | cifar10 | cifar100 | clothing1m."""
+    root: str | None = None
+    """Dataset folder; None means the dataset's default place (see README, Data)."""
+    backend: str = "torch"
+    """Train loader: torch (reference). ffcv and dali are separate issues."""
+    noise: str = "instance"
+    """Synthetic label noise on the training labels: none | symmetric | asymmetric | instance |
+    cifar-n:KEY. Clothing1M's labels are already noisy: use none."""
+    noise_rate: float = 0.4
+    noise_seed: int = 0
+    """Seed of the noise draw (kept apart from train.seed, so seeds vary training, not labels)."""
+    cifar_n_file: str | None = None
+    train_subset: int = 0
+    """Train on a fixed random subset of N samples of the train split (the same for every seed
+    and noise draw); 0 = all."""
+    batch_size: int = 128
+    """Per-process batch; the global batch is batch_size x processes x grad_accum."""
+    eval_batch_size: int = 512
+    num_workers: int = 2
+    image_size: int = 28
+    """Side of the training and evaluation views."""
+    decode_size: int = 256
+    """File datasets: images are decoded to this square (shorter side, centre kept)."""
+    pad: int = 4
+    """Zero padding before the random crop (pad-and-crop for 28/32 px data)."""
+    crop: str = "random"
+    """random | rrc (random-resized crop)."""
+    flip: bool = True
+    magnitude: int = 9
+    """RandAugment magnitude bin of the strong views, 0..30."""
+    num_ops: int = 2
+    cutout: float = 0.0
+    """Cutout side of the strong views, as a fraction of image_size."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "small_cnn"
+    """small_cnn (28 px) | resnet18 | resnet34 (CIFAR stem) | resnet50 (ImageNet stem)."""
+    width: int = 16
+    """small_cnn: channels of its first stage (then 2x and 4x)."""
+    embed_dim: int = 128
+    """Output of the embedding head f (2-layer MLP, L2-normalised)."""
+    pretrained: str | None = None
+    """Encoder weights (.pth or .safetensors, torchvision key names for resnet50)."""
+    channels_last: bool = True
+    compile: bool = False
+    """torch.compile the model."""
+
+
+@dataclass
+class LossConfig:
+    method: str = "lacol"
+    """lacol | ce (the baseline: the same loop with plain CE on the weak view)."""
+    warmup_epochs: int = 2
+    """Epochs of plain CE on the weak view before LaCoL's losses switch on."""
+    class_floor: float = 0.0
+    """Selection floor per class and batch (our addition; 0 = the paper's rule): at least this
+    fraction of each label's samples is selected, the most confident in that label first."""
+    class_weight: str = "balanced"
+    """Per-class factor mu_k of L_LS from the selected counts: paper (eps_k / sum eps, as printed),
+    balanced (inverse frequency, mean 1), none."""
+    train_view: str = "strong"
+    """View that L_LS trains on: strong (the paper's diversity preserving) | weak (ablation)."""
+    lambda_ms: float = 1.0
+    lambda_sc: float = 0.5
+    tau: float = 0.2
+    rho: float = 0.8
+    num_negatives: int = 15
+    sc_similarity: str = "cosine"
+    """Label-space similarity of L_SC: cosine (the paper) | dot (CoMatch)."""
+    bn_stats: str = "weak"
+    """Running batch-norm statistics of the concatenated three-view forward: weak (tracked on
+    the weak third, the distribution evaluation sees) | mixed (all three views)."""
+    kernel: str = "torch"
+    """L_MS / L_SC implementation: torch (reference)."""
+    gather: bool = False
+    """All-gather embeddings and weak probabilities across processes (multi-process issue)."""
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 15
+    lr: float = 0.05
+    """Learning rate at the global batch the recipe states (no automatic scaling)."""
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    """cosine | multistep (lr x gamma at each milestone epoch)."""
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_lr_epochs: float = 0.0
+    """Linear learning-rate ramp from 0 over this many epochs."""
+    grad_accum: int = 1
+
+
+@dataclass
+class TrainConfig:
+    name: str = ""
+    """Run folder name under out_dir; empty: <dataset>-<method>-<noise><rate>-s<seed>."""
+    out_dir: str = "runs"
+    seed: int = 0
+    mixed_precision: str = "no"
+    """no | bf16 | fp16 (fp16 needs a GPU: Accelerate disables autocast on CPU)."""
+    log_every: int = 1
+    """Write a metrics line every N optimiser steps."""
+    checkpoint_every: int = 0
+    """Also checkpoint every N steps inside an epoch; 0 = at epoch ends only."""
+    keep_checkpoints: int = 2
+    cpu: bool = False
+    """Train on CPU even where a GPU is present."""
+    deterministic: bool = False
+    threads: int = 0
+    """torch intra-op threads on CPU; 0 = torch's default."""
+    progress: bool = True
+    """Rich live progress bar (the per-epoch table is always printed)."""
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        d, m, l, o, t = self.data, self.model, self.loss, self.optim, self.train
+        _choice("data.dataset", d.dataset, ("fashion_mnist", "cifar10", "cifar100", "clothing1m"))
+        _choice("data.backend", d.backend, ("torch",))
+        if d.noise not in ("none", "symmetric", "asymmetric", "instance") and not d.noise.startswith("cifar-n"):
+            _choice("data.noise", d.noise, ("none", "symmetric", "asymmetric", "instance", "cifar-n:KEY"))
+        if d.noise != "none" and not d.noise.startswith("cifar-n") and not 0 <= d.noise_rate < 1:
+            raise ConfigError(f"data.noise_rate={d.noise_rate}: must be in [0, 1)")
+        if d.dataset == "clothing1m" and d.noise != "none":
+            raise ConfigError("data.noise: Clothing1M's labels are already noisy; set data.noise=none")
+        _choice("data.crop", d.crop, ("random", "rrc"))
+        _choice("model.arch", m.arch, ("small_cnn", "resnet18", "resnet34", "resnet50"))
+        _choice("loss.method", l.method, ("lacol", "ce"))
+        _choice("loss.class_weight", l.class_weight, ("paper", "balanced", "none"))
+        _choice("loss.train_view", l.train_view, ("strong", "weak"))
+        _choice("loss.sc_similarity", l.sc_similarity, ("cosine", "dot"))
+        _choice("loss.bn_stats", l.bn_stats, ("weak", "mixed", "per_view"))
+        _choice("loss.kernel", l.kernel, ("torch",))
+        _choice("optim.schedule", o.schedule, ("cosine", "multistep"))
+        _choice("train.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16"))
+        for key, v in (("data.batch_size", d.batch_size), ("optim.epochs", o.epochs),
+                       ("optim.grad_accum", o.grad_accum), ("loss.num_negatives", l.num_negatives)):
+            if v < 1:
+                raise ConfigError(f"{key}={v}: must be >= 1")
+        if not 0 <= l.warmup_epochs <= o.epochs:
+            raise ConfigError(f"loss.warmup_epochs={l.warmup_epochs}: must be in 0..optim.epochs ({o.epochs})")
+        if any(not 0 < e < o.epochs for e in o.milestones):
+            raise ConfigError(f"optim.milestones={o.milestones}: each must be in 1..{o.epochs - 1}")
+        if not 0 <= l.class_floor <= 1:
+            raise ConfigError(f"loss.class_floor={l.class_floor}: must be in [0, 1]")
+        if l.tau <= 0:
+            raise ConfigError(f"loss.tau={l.tau}: must be > 0")
+        return self
+
+    @property
+    def run_name(self) -> str:
+        if self.train.name:
+            return self.train.name
+        noise = "" if self.data.noise == "none" else f"-{self.data.noise.replace(':', '_')}{self.data.noise_rate:g}"
+        return f"{self.data.dataset}-{self.loss.method}{noise}-s{self.train.seed}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """section.key -> scalar (lists as strings), for TensorBoard hparams."""
+        return {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
+                for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+
+def _coerce(key: str, text: str, hint) -> Any:
+    value = yaml.safe_load(text) if text != "" else None
+    return _check_type(key, value, hint)
+
+
+def _check_type(key: str, value, hint) -> Any:
+    """The value as the field's type, or a ConfigError naming the key."""
+    s = str(hint)
+    if value is None:
+        if "None" in s:
+            return None
+        raise ConfigError(f"{key}: needs a value")
+    if s.startswith("list"):
+        if isinstance(value, (int, float)):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r}: expected a list such as [100, 150]")
+        return [int(v) for v in value]
+    if hint is bool or s.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        return float(value)
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{key}={value!r}: expected a single value")
+    return str(value)
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def _set(cfg: Config, key: str, value, from_text: bool) -> None:
+    section, _, name = key.partition(".")
+    sections = _sections()
+    if section not in sections or not name:
+        raise ConfigError(f"unknown config key {key!r}: keys look like SECTION.NAME with SECTION one of "
+                          f"{', '.join(sections)}")
+    sec = getattr(cfg, section)
+    hints = get_type_hints(type(sec))
+    if name not in hints:
+        raise ConfigError(f"unknown config key {key!r}: {section} has {', '.join(hints)}")
+    hint = hints[name]
+    setattr(sec, name, _coerce(key, value, hint) if from_text else _check_type(key, value, hint))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A recipe (YAML with sections data/model/loss/optim/train) with ``section.key=value``
+    overrides applied, validated."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"no config file {path}; recipes are in configs/")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected sections data/model/loss/optim/train")
+        for section, values in raw.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: section {section!r} must be a mapping of keys")
+            for k, v in values.items():
+                _set(cfg, f"{section}.{k}", v, from_text=False)
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"override {item!r}: write it as section.key=value")
+        _set(cfg, key.strip(), value.strip(), from_text=True)
+    return cfg.validate()
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)
+
+
+def config_from_dict(d: dict) -> Config:
+    cfg = Config()
+    for section, values in d.items():
+        for k, v in values.items():
+            _set(cfg, f"{section}.{k}", v, from_text=False)
+    return cfg.validate()

@@ -1,0 +1,68 @@
+"""Rich display of a run: a live progress bar (samples/s, ETA) and a per-epoch table. Quiet on
+every process but the main one."""
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+COLUMNS = [("epoch", "epoch", "{:d}"), ("lr", "lr", "{:.4f}"), ("loss", "loss", "{:.3f}"),
+           ("ls", "L_LS", "{:.3f}"), ("ms", "L_MS", "{:.3f}"), ("sc", "L_SC", "{:.3f}"),
+           ("ce", "CE", "{:.3f}"), ("selected_rate", "sel %", "{:.1%}"), ("precision", "prec", "{:.3f}"),
+           ("recall", "recall", "{:.3f}"), ("samples_per_s", "samples/s", "{:.0f}"), ("seconds", "s", "{:.0f}")]
+
+
+def fmt(row: dict, key: str, spec: str) -> str:
+    v = row.get(key)
+    return "" if v is None else spec.format(v)
+
+
+class Display:
+    def __init__(self, cfg, enabled: bool, steps_per_epoch: int, has_val: bool = False):
+        self.enabled = enabled
+        self.console = Console()
+        self.live_ok = enabled and cfg.train.progress and self.console.is_terminal
+        self.steps = steps_per_epoch
+        self.epochs = cfg.optim.epochs
+        acc = [("clean_val_acc", "val acc", "{:.2%}"), ("clean_test_acc", "test acc", "{:.2%}")] if has_val \
+            else [("test_acc", "test acc", "{:.2%}")]
+        self.columns = COLUMNS + acc
+        self.table = Table(title=cfg.run_name)
+        for _, head, _ in self.columns:
+            self.table.add_column(head, justify="right")
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]:>6.0f} samples/s"), TextColumn("loss {task.fields[loss]:.3f}"),
+                                 TimeRemainingColumn(), console=self.console)
+        self.task = None
+        self.live = None
+
+    def __enter__(self):
+        if self.live_ok:
+            self.live = Live(Group(self.table, self.progress), console=self.console, refresh_per_second=4)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, start: int) -> None:
+        if not self.live_ok:
+            return
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps,
+                                           completed=start, rate=0.0, loss=float("nan"))
+
+    def step(self, samples: int, record: dict) -> None:
+        if self.live_ok:
+            self.progress.update(self.task, advance=1, rate=record["samples_per_s"], loss=record["loss"])
+
+    def epoch_row(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.table.add_row(*(fmt(row, k, s) for k, _, s in self.columns))
+        if not self.live_ok:  # a log, not a terminal: one plain line per epoch
+            self.console.print("  ".join(f"{h}={fmt(row, k, s)}" for k, h, s in self.columns if row.get(k) is not None),
+                               soft_wrap=True)

@@ -1,0 +1,66 @@
+"""Evaluation and prediction from a finished run folder (config.yaml, weights, dataset.json)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from pipelines.augment import Augmenter, eval_view
+
+from .config import config_from_dict
+from .models import build_model
+
+
+def load_run(run: str | Path, weights: str = "model.safetensors"):
+    """(config, model in eval mode, dataset facts: classes, mean, std, channels) of a run folder."""
+    from safetensors.torch import load_file
+
+    run = Path(run)
+    for f in ("config.yaml", weights, "dataset.json"):
+        if not (run / f).is_file():
+            raise FileNotFoundError(f"{run / f} is missing: is {run} a finished `lacol train` run?")
+    cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    info = json.loads((run / "dataset.json").read_text())
+    model = build_model(cfg.model.arch, len(info["classes"]), info["channels"], cfg.model.width, cfg.model.embed_dim)
+    model.load_state_dict(load_file(str(run / weights)))
+    return cfg, model.eval(), info
+
+
+def evaluate_run(run: str | Path, weights: str = "model.safetensors") -> dict:
+    from accelerate import Accelerator
+
+    from .train import eval_splits, evaluate, make_eval_loader
+
+    cfg, model, _ = load_run(run, weights)
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    model = acc.prepare(model)
+    return {name: evaluate(acc, model, make_eval_loader(cfg, s, acc.device, acc.process_index, acc.num_processes))
+            for name, s in eval_splits(cfg).items()}
+
+
+@torch.no_grad()
+def predict(run: str | Path, images: list[str], topk: int = 3, weights: str = "model.safetensors"):
+    """[(path, [(class name, probability), ...]), ...] for image files, top-k each."""
+    cfg, model, info = load_run(run, weights)
+    classes, in_ch = info["classes"], info["channels"]
+    size = cfg.data.image_size
+    decode = size if cfg.data.dataset != "clothing1m" else cfg.data.decode_size
+    batch = []
+    for path in images:
+        with Image.open(path) as img:
+            img = img.convert("L" if in_ch == 1 else "RGB")
+            w, h = img.size
+            side = min(w, h)
+            box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+            arr = np.asarray(img.resize((decode, decode), Image.BILINEAR, box=box))
+        batch.append(arr.reshape(decode, decode, in_ch))
+    (x,) = Augmenter([eval_view(size)], info["mean"], info["std"])(torch.from_numpy(np.stack(batch)))
+    probs = model(x, embed=False)[0].float().softmax(1)
+    k = min(topk, len(classes))
+    top = probs.topk(k, dim=1)
+    return [(p, [(classes[i], float(v)) for v, i in zip(top.values[r], top.indices[r].tolist())])
+            for r, p in enumerate(images)]

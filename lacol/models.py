@@ -1,0 +1,243 @@
+"""The networks only: encoders g with their classification head h (``fc``), the embedding head f,
+and the batch norm that knows the three views of a concatenated batch apart.
+
+Encoders follow torchvision's ResNet module names (``conv1``, ``bn1``, ``layer1.0.conv1``,
+``downsample.0``, ``fc``...), so a torchvision ``resnet50`` state dict loads into ``resnet50``
+unchanged; ``tests/data/torchvision_resnet50_keys.json`` holds torchvision's keys and shapes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ViewBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d for a batch that concatenates views [weak; strong; strong2].
+
+    ``mode``: ``mixed`` is plain batch norm over the whole batch; ``weak`` normalises with the
+    whole batch's statistics but tracks running statistics on the first ``views_rows`` rows only
+    (the weak view: the distribution evaluation sees); ``per_view`` normalises each view's block
+    with its own statistics and tracks the weak block's. Outside a three-view forward
+    (``views_rows`` None) it is plain batch norm.
+    """
+
+    mode: str = "mixed"
+    views_rows: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.views_rows
+        if not self.training or n is None or self.mode == "mixed":
+            return super().forward(x)
+        if self.mode == "weak":
+            out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            self._track(x[:n])
+            return out
+        blocks = x.split(n)
+        self._track(blocks[0])
+        return torch.cat([F.batch_norm(b, None, None, self.weight, self.bias, True, 0.0, self.eps)
+                          for b in blocks])
+
+    @torch.no_grad()
+    def _track(self, x: torch.Tensor) -> None:
+        x = x.float()
+        mean = x.mean((0, 2, 3))
+        var = x.var((0, 2, 3), unbiased=True) if x.numel() > x.shape[1] else torch.zeros_like(mean)
+        self.running_mean.lerp_(mean, self.momentum)
+        self.running_var.lerp_(var, self.momentum)
+        self.num_batches_tracked += 1
+
+
+def set_views(model: nn.Module, mode: str, rows: int | None) -> None:
+    """Tell every ViewBatchNorm2d how the next forward's batch is made (rows per view)."""
+    for m in model.modules():
+        if isinstance(m, ViewBatchNorm2d):
+            m.mode, m.views_rows = mode, rows
+
+
+Norm = ViewBatchNorm2d
+
+
+def conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), Norm(cout), nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Module):
+    """For 28 px data: conv-pool stages of width w, 2w, 4w, 8w, global average pool."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 16):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            *conv_bn(in_channels, w), nn.MaxPool2d(2),
+            *conv_bn(w, 2 * w), nn.MaxPool2d(2),
+            *conv_bn(2 * w, 4 * w), nn.MaxPool2d(2, ceil_mode=True),
+            *conv_bn(4 * w, 8 * w),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.num_features = 8 * w
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = Norm(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = Norm(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(cin, planes, stride)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet v1.5 bottleneck: the stride sits on the 3x3 convolution."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = Norm(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = Norm(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = Norm(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(cin, planes * 4, stride)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+def _downsample(cin: int, cout: int, stride: int) -> nn.Module | None:
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), Norm(cout))
+
+
+class ResNet(nn.Module):
+    """ResNet with torchvision's module names. ``stem='imagenet'``: 7x7/2 conv + 3x3/2 max pool;
+    ``stem='cifar'``: one 3x3/1 conv, no pool (32 px inputs)."""
+
+    def __init__(self, block, layers: list[int], num_classes: int, in_channels: int = 3, stem: str = "imagenet"):
+        super().__init__()
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = Norm(64)
+        self.relu = nn.ReLU(inplace=True)
+        cin, stages = 64, []
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            blocks = []
+            for j in range(n):
+                blocks.append(block(cin, planes, 2 if (j == 0 and i > 0) else 1))
+                cin = planes * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = cin
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for m in self.modules():  # zero-init the last BN of each block's residual (torchvision's option)
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+            elif isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def build_encoder(arch: str, num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
+    """An encoder with ``features(x) -> (B, num_features)`` and its classification head ``fc``."""
+    if arch == "small_cnn":
+        return SmallCNN(num_classes, in_channels, width)
+    if arch == "resnet18":
+        return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, stem="cifar")
+    if arch == "resnet34":
+        return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, stem="cifar")
+    if arch == "resnet50":
+        return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, stem="imagenet")
+    raise ValueError(f"model.arch={arch!r}: choose small_cnn, resnet18, resnet34 or resnet50")
+
+
+class Network(nn.Module):
+    """Encoder g with classification head h (``encoder.fc``) and embedding head f (2-layer MLP on
+    the encoder's features, L2-normalised). ``forward`` returns (logits, embeddings)."""
+
+    def __init__(self, encoder: nn.Module, embed_dim: int = 128):
+        super().__init__()
+        self.encoder = encoder
+        d = encoder.num_features
+        self.embed = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, embed_dim))
+
+    def forward(self, x: torch.Tensor, embed: bool = True):
+        h = self.encoder.features(x)
+        logits = self.encoder.fc(h)
+        if not embed:
+            return logits, None
+        return logits, F.normalize(self.embed(h).float(), dim=1)
+
+
+def build_model(arch: str, num_classes: int, in_channels: int, width: int = 16, embed_dim: int = 128,
+                pretrained: str | None = None) -> Network:
+    encoder = build_encoder(arch, num_classes, in_channels, width)
+    if pretrained:
+        load_encoder_weights(encoder, pretrained)
+    return Network(encoder, embed_dim)
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:
+    """Load encoder weights (torchvision key names) from .pth/.pt or .safetensors. The
+    classification head is skipped when its shape differs (another class count). Returns the
+    skipped keys; any other mismatch is an error naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.pretrained={path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = encoder.state_dict()
+    skipped = [k for k in ("fc.weight", "fc.bias") if k in state and state[k].shape != own[k].shape]
+    for k in skipped:
+        del state[k]
+    missing = [k for k in own if k not in state and k not in skipped]
+    unexpected = [k for k in state if k not in own]
+    bad = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or bad:
+        raise ValueError(f"model.pretrained={path}: does not fit the encoder "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad[:3]})")
+    own.update(state)
+    encoder.load_state_dict(own)
+    return skipped

@@ -1,0 +1,111 @@
+"""The trainer on real Fashion-MNIST: it learns, it resumes to the same weights after a kill, its
+run folder serves `lacol eval` and `lacol predict`, and config errors name the key."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from lacol.cli import main as lacol
+from lacol.config import ConfigError, load_config
+from lacol.train import train
+
+SMALL = ["data.train_subset=2048", "data.batch_size=64", "data.noise=symmetric", "data.noise_rate=0.2",
+         "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false"]
+
+
+def test_config_errors_name_the_key_and_the_choices(tmp_path):
+    with pytest.raises(ConfigError, match=r"loss.class_weight='inverse'.*'paper', 'balanced', 'none'"):
+        load_config(None, ["loss.class_weight=inverse"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.learning_rate'.*lr"):
+        load_config(None, ["optim.learning_rate=0.1"])
+    with pytest.raises(ConfigError, match=r"data.batch_size='big': expected an integer"):
+        load_config(None, ["data.batch_size=big"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  arch: vgg\n")
+    with pytest.raises(ConfigError, match=r"model.arch='vgg'.*'resnet50'"):
+        load_config(bad)
+    for recipe in Path("configs").glob("*.yaml"):
+        load_config(recipe)  # every shipped recipe is valid
+
+
+def test_two_epochs_on_real_fashion_mnist_learn(tmp_path):
+    cfg = load_config(None, [*SMALL, f"train.out_dir={tmp_path}", "train.name=learn"])
+    summary = train(cfg)
+    assert summary["epochs"] == 2
+    assert summary["final_test_acc"] > 0.45  # chance is 0.1
+    run = tmp_path / "learn"
+    assert {"config.yaml", "model.safetensors", "metrics.jsonl", "summary.json", "noise.npz",
+            "dataset.json"} <= {p.name for p in run.iterdir()}
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lacol_steps = [s for s in steps if s["kind"] == "step" and s["epoch"] == 1]
+    assert len(lacol_steps) == 32
+    for key in ("ls", "ms", "sc", "lr", "selected_rate", "precision", "recall", "class_counts", "samples_per_s"):
+        assert key in lacol_steps[0], key
+    assert 0 < lacol_steps[-1]["precision"] <= 1
+    epochs = [s for s in steps if s["kind"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [0, 1] and "test_acc" in epochs[-1]
+
+
+def test_eval_and_predict_from_the_run_folder(tmp_path, capsys, fmnist_test_image):
+    cfg = load_config(None, [*SMALL, "optim.epochs=1", f"train.out_dir={tmp_path}", "train.name=r"])
+    summary = train(cfg)
+    capsys.readouterr()
+    assert lacol(["eval", "--run", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert f"test: accuracy {100 * summary['final_test_acc']:.2f}% over 10000 samples" in out
+    assert lacol(["predict", "--run", str(tmp_path / "r"), "--topk", "2", str(fmnist_test_image)]) == 0
+    line = capsys.readouterr().out.strip()
+    classes = json.loads((tmp_path / "r" / "dataset.json").read_text())["classes"]
+    assert line.startswith(str(fmnist_test_image)) and sum(c in line for c in classes) >= 2
+    assert lacol(["eval", "--run", str(tmp_path / "missing")]) == 2
+
+
+@pytest.fixture
+def fmnist_test_image(tmp_path, fmnist_train):
+    path = tmp_path / "item.png"
+    Image.fromarray(fmnist_train.images[0, :, :, 0]).resize((56, 56)).save(path)
+    return path
+
+
+def _cmd(out_dir, name, *extra):
+    return [sys.executable, "-m", "lacol.cli", "train", *SMALL, "optim.epochs=3", "train.checkpoint_every=4",
+            f"train.out_dir={out_dir}", f"train.name={name}", *extra]
+
+
+def test_kill_mid_epoch_then_resume_gives_the_same_weights(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run(_cmd(tmp_path, "whole"), check=True, env=env, capture_output=True, timeout=600)
+    proc = subprocess.Popen(_cmd(tmp_path, "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    # wait for a checkpoint inside the second epoch (steps 33..64), then kill without warning
+    while time.time() < deadline and not list(ckpts.glob("step_00000004[0-9]")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    assert lacol([*_cmd(tmp_path, "killed")[3:], "--resume"]) == 0
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    hist = json.loads((tmp_path / "killed" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [0, 1, 2]
+
+
+def test_a_run_folder_with_checkpoints_needs_resume(tmp_path):
+    cfg = load_config(None, [*SMALL, "optim.epochs=1", f"train.out_dir={tmp_path}", "train.name=x"])
+    train(cfg)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg)
