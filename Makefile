@@ -19,8 +19,10 @@ pip:
 
 install: apt pip
 
+# The main job: the default recipe (Fashion-MNIST, 40% instance noise, small CNN; about 6 minutes
+# on 2 CPU cores), LaCoL beside the CE baseline with the same data, epochs and seed.
 run: install
-	$(PYTHON) -m tools.demo
+	lacol compare --config configs/fashion_mnist.yaml --seeds 0
 
 test: install
 	$(PYTHON) -m pytest -q

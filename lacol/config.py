@@ -200,6 +200,8 @@ class Config:
 
 
 def _coerce(key: str, text: str, hint) -> Any:
+    if hint in (str, str | None):  # taken as written: YAML would read no/off as false
+        return None if hint is not str and text in ("", "null", "None") else text
     value = yaml.safe_load(text) if text != "" else None
     return _check_type(key, value, hint)
 
@@ -231,6 +233,8 @@ def _check_type(key: str, value, hint) -> Any:
         return float(value)
     if isinstance(value, (dict, list)):
         raise ConfigError(f"{key}={value!r}: expected a single value")
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r}: expected text; quote it in YAML ('no' reads as false)")
     return str(value)
 
 

@@ -62,6 +62,7 @@ class Display:
     def epoch_row(self, row: dict) -> None:
         if not self.enabled:
             return
+        row = {**row, "epoch": row["epoch"] + 1}  # 1-based on screen, like the progress bar
         self.table.add_row(*(fmt(row, k, s) for k, _, s in self.columns))
         if not self.live_ok:  # a log, not a terminal: one plain line per epoch
             self.console.print("  ".join(f"{h}={fmt(row, k, s)}" for k, h, s in self.columns if row.get(k) is not None),

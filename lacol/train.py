@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipelines.augment import lacol_views
 from pipelines.noise import NoisyLabels, make_noise
@@ -25,7 +24,7 @@ from pipelines.sources import load_split
 from pipelines.sources.base import Split
 from pipelines.torch_loader import TorchEvalLoader, TorchLoader
 
-from .config import Config, save_config
+from .config import Config, ConfigError, save_config
 from .display import Display
 from .losses import Method
 from .models import Network, build_model
@@ -207,14 +206,20 @@ def selection_stats(selected: torch.Tensor, index: torch.Tensor, label: torch.Te
 
 def setup(cfg: Config):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
+    AcceleratorState._reset_state()  # runs in one process (lacol compare, tests) may differ in precision
     t = cfg.train
+    on_cpu = t.cpu or not torch.cuda.is_available()
+    if t.mixed_precision == "fp16" and on_cpu:
+        raise ConfigError("train.mixed_precision=fp16 needs a GPU (Accelerate silently turns autocast off "
+                          "on CPU): use bf16 on CPU")
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu or not torch.cuda.is_available(),
+    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=on_cpu,
                               gradient_accumulation_steps=cfg.optim.grad_accum, step_scheduler_with_optimizer=False)
     set_seed(t.seed)
     return accelerator
@@ -363,7 +368,7 @@ def _train_epoch(cfg, accelerator, model, optimizer, scheduler, method, loader, 
         if state.global_step % t.log_every == 0:
             log.write(record)
         display.step(b, record)
-        if t.checkpoint_every and state.global_step % t.checkpoint_every == 0:
+        if t.checkpoint_every and state.global_step % t.checkpoint_every == 0 and accelerator.sync_gradients:
             save_checkpoint(accelerator, run_dir, state, t.keep_checkpoints)
     dt = time.perf_counter() - t0
     stats = {k: v / max(n_steps, 1) for k, v in sums.items()}

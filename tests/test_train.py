@@ -109,3 +109,32 @@ def test_a_run_folder_with_checkpoints_needs_resume(tmp_path):
     train(cfg)
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg)
+
+
+def test_clothing1m_recipe_selects_on_clean_val_and_reports_its_test(tmp_path, clothing_root):
+    """The Clothing1M recipe's loop on Clothing1M-layout JPEGs (small CNN and size, so it fits CI)."""
+    cfg = load_config("configs/clothing1m.yaml", [
+        f"data.root={clothing_root}", "data.decode_size=40", "data.image_size=32", "data.batch_size=32",
+        "data.num_workers=1", "data.eval_batch_size=32", "model.arch=small_cnn", "optim.epochs=2",
+        "optim.milestones=[1]", "train.mixed_precision=no", "train.threads=1", f"train.out_dir={tmp_path}",
+        "train.name=c1m"])
+    summary = train(cfg)
+    hist = json.loads((tmp_path / "c1m" / "history.json").read_text())
+    best = max(hist, key=lambda h: h["clean_val_acc"])
+    assert summary["best_val_acc"] == best["clean_val_acc"]
+    assert summary["best_val_test_acc"] == best["clean_test_acc"]
+    assert (tmp_path / "c1m" / "best.safetensors").is_file()
+    assert hist[-1]["precision"] is not None  # clean labels of noisy_train are known in the sample
+
+
+def test_cifar10_recipe_runs_on_the_release_format(tmp_path):
+    from conftest import write_cifar
+
+    write_cifar(tmp_path / "data", "cifar10", n_train=256, n_test=64)
+    cfg = load_config("configs/cifar10.yaml", [
+        f"data.root={tmp_path / 'data'}", "data.batch_size=32", "model.arch=small_cnn", "optim.epochs=2",
+        "optim.milestones=[1]", "loss.warmup_epochs=1", "train.mixed_precision=bf16", "train.threads=1",
+        f"train.out_dir={tmp_path}", "train.name=c10"])
+    summary = train(cfg)
+    assert summary["epochs"] == 2 and 0 <= summary["final_test_acc"] <= 1
+    assert summary["final_precision"] is not None
