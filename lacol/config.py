@@ -70,6 +70,8 @@ class ModelConfig:
     channels_last: bool = True
     compile: bool = False
     """torch.compile the model."""
+    sync_bn: bool = False
+    """SyncBatchNorm across processes (GPUs only): batch statistics of the global batch."""
 
 
 @dataclass
@@ -99,7 +101,8 @@ class LossConfig:
     kernel: str = "torch"
     """L_MS / L_SC implementation: torch (reference)."""
     gather: bool = False
-    """All-gather embeddings and weak probabilities across processes (multi-process issue)."""
+    """All-gather embeddings (with gradients) and weak probabilities across processes, so negatives
+    and L_SC span the global batch as on one large GPU."""
 
 
 @dataclass
@@ -125,13 +128,17 @@ class TrainConfig:
     """Run folder name under out_dir; empty: <dataset>-<method>-<noise><rate>-s<seed>."""
     out_dir: str = "runs"
     seed: int = 0
-    mixed_precision: str = "no"
-    """no | bf16 | fp16 (fp16 needs a GPU: Accelerate disables autocast on CPU)."""
+    mixed_precision: str | None = "no"
+    """no | bf16 | fp16 (fp16 needs a GPU: Accelerate disables autocast on CPU); null takes the
+    launcher's (accelerate config file or --mixed_precision)."""
     log_every: int = 1
     """Write a metrics line every N optimiser steps."""
     checkpoint_every: int = 0
     """Also checkpoint every N steps inside an epoch; 0 = at epoch ends only."""
     keep_checkpoints: int = 2
+    stop_after: int = 0
+    """Stop after this many epochs in this invocation (checkpointed; --resume continues); the
+    schedule stays that of optim.epochs. 0 = run to the end."""
     cpu: bool = False
     """Train on CPU even where a GPU is present."""
     deterministic: bool = False
@@ -168,7 +175,7 @@ class Config:
         _choice("loss.bn_stats", l.bn_stats, ("weak", "mixed", "per_view"))
         _choice("loss.kernel", l.kernel, ("torch",))
         _choice("optim.schedule", o.schedule, ("cosine", "multistep"))
-        _choice("train.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16"))
+        _choice("train.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16", None))
         for key, v in (("data.batch_size", d.batch_size), ("optim.epochs", o.epochs),
                        ("optim.grad_accum", o.grad_accum), ("loss.num_negatives", l.num_negatives)):
             if v < 1:

@@ -6,8 +6,6 @@ of the weak and the two strong views, y the noisy labels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -52,7 +50,8 @@ def class_weights(counts: torch.Tensor, rule: str) -> torch.Tensor:
 def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
                 normaliser: torch.Tensor | None = None) -> torch.Tensor:
     """L_LS: sum over masked samples of mu[y] * CE, divided by the number masked (or by
-    ``normaliser``, the global count when several processes share a batch)."""
+    ``normaliser``: the global count when several processes share a batch, each summing its own
+    samples)."""
     ce = F.cross_entropy(logits.float(), labels, reduction="none")
     w = mu[labels] * mask.float()
     n = mask.sum() if normaliser is None else normaliser
@@ -77,11 +76,12 @@ def sample_negatives(labels: torch.Tensor, k: int, generator: torch.Generator | 
 
 
 def ms_loss(z_w: torch.Tensor, z_s: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor,
-            tau: float, normaliser: torch.Tensor | None = None) -> torch.Tensor:
+            tau: float, normaliser: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
     """L_MS: per anchor, InfoNCE of the positive <z_w_i, z_s_i> against <z_w_i, z_s_j> for its
     negatives j (positive in the denominator), mean over valid anchors. ``z_s`` may hold more
-    rows than ``z_w`` (a gathered global batch); ``neg`` indexes its rows."""
-    pos = (z_w * z_s[: z_w.shape[0]]).sum(1, keepdim=True)
+    rows than ``z_w`` (a gathered global batch, this process's rows from ``offset``); ``neg``
+    indexes its rows."""
+    pos = (z_w * z_s[offset: offset + z_w.shape[0]]).sum(1, keepdim=True)
     negs = torch.einsum("bd,bkd->bk", z_w, z_s[neg])
     logits = torch.cat([pos, negs], 1) / tau
     per_anchor = torch.logsumexp(logits, 1) - logits[:, 0]
@@ -89,24 +89,35 @@ def ms_loss(z_w: torch.Tensor, z_s: torch.Tensor, neg: torch.Tensor, valid: torc
     return (per_anchor * valid.float()).sum() / n.clamp_min(1)
 
 
-def label_similarity(p: torch.Tensor, rho: float, kind: str = "cosine") -> torch.Tensor:
+def _own(rows: int, cols: int, offset: int, device) -> torch.Tensor:
+    """(rows, cols) bool: True at each row's own column (the diagonal, shifted by ``offset``)."""
+    return torch.arange(cols, device=device)[None, :] == (torch.arange(rows, device=device) + offset)[:, None]
+
+
+def label_similarity(p: torch.Tensor, rho: float, kind: str = "cosine", p_cols: torch.Tensor | None = None,
+                     offset: int = 0) -> torch.Tensor:
     """W_l: similarity of weak probabilities (cosine, or dot as in CoMatch), diagonal 1, entries
-    below rho zeroed, rows normalised. No gradient."""
+    below rho zeroed, rows normalised. No gradient. ``p_cols``: the columns' probabilities (a
+    gathered global batch, whose rows ``offset``.. are ``p``); default ``p``."""
     p = p.detach().float()
-    q = F.normalize(p, dim=1) if kind == "cosine" else p
-    w = q @ q.T
-    w.fill_diagonal_(1.0)
+    cols = p if p_cols is None else p_cols.detach().float()
+    if kind == "cosine":
+        p, cols = F.normalize(p, dim=1), F.normalize(cols, dim=1)
+    w = (p @ cols.T).masked_fill(_own(p.shape[0], cols.shape[0], offset, p.device), 1.0)
     w = w * (w >= rho)
     return w / w.sum(1, keepdim=True)
 
 
-def sc_loss(w_label: torch.Tensor, z_s: torch.Tensor, z_s2: torch.Tensor, tau: float) -> torch.Tensor:
+def sc_loss(w_label: torch.Tensor, z_s: torch.Tensor, z_s2: torch.Tensor, tau: float,
+            z_cols: torch.Tensor | None = None, offset: int = 0, normaliser: int | None = None) -> torch.Tensor:
     """L_SC: mean over rows of CE(W_l[i], softmax(S[i])), S_ij = <z_s_i, z_s_j>/tau off the
-    diagonal and <z_s_i, z_s2_i>/tau on it."""
-    s = z_s @ z_s.T
-    s = s - torch.diag_embed(s.diagonal()) + torch.diag_embed((z_s * z_s2).sum(1))
+    diagonal and <z_s_i, z_s2_i>/tau on it. ``z_cols``/``offset``: columns from a gathered global
+    batch; ``normaliser``: the global row count (each process sums its own rows)."""
+    cols = z_s if z_cols is None else z_cols
+    own = _own(z_s.shape[0], cols.shape[0], offset, z_s.device)
+    s = torch.where(own, (z_s * z_s2).sum(1, keepdim=True), z_s @ cols.T)
     logp = F.log_softmax(s / tau, dim=1)
-    return -(w_label * logp).sum(1).mean()
+    return -(w_label * logp).sum() / (normaliser or z_s.shape[0])
 
 
 @dataclass
@@ -116,29 +127,64 @@ class StepOutput:
     selected: torch.Tensor | None = None
     """(B,) bool: the samples L_LS trained on (None in warm-up and for CE)."""
     class_counts: torch.Tensor | None = None
+    value: torch.Tensor | None = None
+    """The total loss of the global batch (``loss`` is this process's share, scaled for DDP)."""
+
+
+class Dist:
+    """This process's place among ``world`` processes and the collectives the losses need
+    (identities on one process)."""
+
+    def __init__(self, rank: int = 0, world: int = 1):
+        self.rank, self.world = rank, world
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return t
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+        return t
+
+    def all_gather(self, t: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """Rows of every process, in rank order; with ``grad``, gradients flow back to the owner."""
+        if self.world == 1:
+            return t
+        if grad:
+            from torch.distributed.nn.functional import all_gather
+            return torch.cat(all_gather(t))
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        torch.distributed.all_gather(out, t.contiguous())
+        return torch.cat(out)
 
 
 class Method:
     """LaCoL (or the CE baseline) as one call: ``method(model, batch, epoch, generator)``.
 
-    ``all_reduce`` sums a tensor over processes (identity on one process): the selected counts
-    behind the class weights are global."""
+    Global semantics over ``dist.world`` processes: the selected counts behind the class weights
+    are all-reduced, and every term is a sum over this process's samples divided by the global
+    count, times ``world`` (DDP averages gradients over processes, so the update equals one
+    process on the whole global batch). With ``loss.gather``, embeddings (with gradients) and weak
+    probabilities are all-gathered, so negatives and L_SC's columns span the global batch; the
+    negatives' generator must then be seeded alike on every process."""
 
-    def __init__(self, cfg: LossConfig, num_classes: int,
-                 all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
-        self.cfg, self.num_classes, self.all_reduce = cfg, num_classes, all_reduce
+    def __init__(self, cfg: LossConfig, num_classes: int, dist: Dist | None = None):
+        self.cfg, self.num_classes, self.dist = cfg, num_classes, dist or Dist()
 
     def needs_strong(self, epoch: int) -> bool:
         return self.cfg.method == "lacol" and epoch >= self.cfg.warmup_epochs
 
     def __call__(self, model, batch, epoch: int, generator: torch.Generator | None = None) -> StepOutput:
         c = self.cfg
+        d = self.dist
+        b, y = len(batch), batch.label
+        world = torch.tensor(float(d.world), device=y.device)
         if not self.needs_strong(epoch):
             set_views(model, c.bn_stats, None)
             logits, _ = model(batch.weak, embed=False)
-            loss = F.cross_entropy(logits.float(), batch.label)
-            return StepOutput(loss, {"ce": loss.detach()})
-        b, y = len(batch), batch.label
+            ce = F.cross_entropy(logits.float(), y, reduction="sum")
+            loss = world * ce / (b * d.world)
+            value = self._global_mean(loss)
+            return StepOutput(loss, {"ce": value}, value=value)
         set_views(model, c.bn_stats, b)
         logits, z = model(torch.cat([batch.weak, batch.strong, batch.strong2]))
         set_views(model, c.bn_stats, None)
@@ -146,20 +192,32 @@ class Method:
         z_w, z_s, z_s2 = z.split(b)
         p_w = logits_w.detach().softmax(1)
 
-        selected = select(p_w, y, c.class_floor)
-        counts = self.all_reduce(torch.bincount(y[selected], minlength=self.num_classes).float())
+        gather = c.gather and d.world > 1
+        offset = d.rank * b if gather else 0
+        y_all = d.all_gather(y) if gather else y
+        p_all = d.all_gather(p_w) if gather else p_w
+        selected = select(p_all, y_all, c.class_floor)[offset: offset + b]  # the floor sees the global batch
+        counts = d.all_reduce(torch.bincount(y[selected], minlength=self.num_classes).float())
         mu = class_weights(counts, c.class_weight)
         train_logits = logits_s if c.train_view == "strong" else logits_w
-        l_ls = weighted_ce(train_logits, y, selected, mu)
-        terms = {"ls": l_ls.detach()}
-        loss = l_ls
+        loss = l_ls = world * weighted_ce(train_logits, y, selected, mu, normaliser=counts.sum())
+        terms = {"ls": l_ls}
+        z_all = d.all_gather(z_s, grad=True) if gather and (c.lambda_ms > 0 or c.lambda_sc > 0) else z_s
         if c.lambda_ms > 0:
-            neg, valid = sample_negatives(y, c.num_negatives, generator)
-            l_ms = ms_loss(z_w, z_s, neg, valid, c.tau)
+            neg, valid = sample_negatives(y_all, c.num_negatives, generator)
+            neg, valid = neg[offset: offset + b], valid[offset: offset + b]
+            l_ms = world * ms_loss(z_w, z_all, neg, valid, c.tau, normaliser=d.all_reduce(valid.sum().float()),
+                                   offset=offset)
             loss = loss + c.lambda_ms * l_ms
-            terms["ms"] = l_ms.detach()
+            terms["ms"] = l_ms
         if c.lambda_sc > 0:
-            l_sc = sc_loss(label_similarity(p_w, c.rho, c.sc_similarity), z_s, z_s2, c.tau)
+            w_l = label_similarity(p_w, c.rho, c.sc_similarity, p_cols=p_all, offset=offset)
+            l_sc = world * sc_loss(w_l, z_s, z_s2, c.tau, z_cols=z_all, offset=offset, normaliser=b * d.world)
             loss = loss + c.lambda_sc * l_sc
-            terms["sc"] = l_sc.detach()
-        return StepOutput(loss, terms, selected, counts)
+            terms["sc"] = l_sc
+        terms = {k: self._global_mean(v) for k, v in terms.items()}
+        return StepOutput(loss, terms, selected, counts, value=self._global_mean(loss))
+
+    def _global_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """A term's value for the whole global batch (the mean of the processes' scaled terms)."""
+        return self.dist.all_reduce(t.detach()) / self.dist.world

@@ -26,7 +26,7 @@ from pipelines.torch_loader import TorchEvalLoader, TorchLoader
 
 from .config import Config, ConfigError, save_config
 from .display import Display
-from .losses import Method
+from .losses import Dist, Method
 from .models import Network, build_model
 
 EVAL_SPLITS = {"clothing1m": ("clean_val", "clean_test")}
@@ -42,6 +42,9 @@ class TrainState:
     global_step: int = 0
     best_val: float = -1.0
     best_val_test: float = float("nan")
+    global_batch: int = 0
+    """Samples per optimiser step when this state was saved (resuming with another world size
+    maps the position inside the epoch by samples seen)."""
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
@@ -207,7 +210,7 @@ def selection_stats(selected: torch.Tensor, index: torch.Tensor, label: torch.Te
 def setup(cfg: Config):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     AcceleratorState._reset_state()  # runs in one process (lacol compare, tests) may differ in precision
     t = cfg.train
@@ -219,7 +222,10 @@ def setup(cfg: Config):
         torch.set_num_threads(t.threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=on_cpu,
+    # the embedding head is idle in warm-up epochs (and in the lambda_MS = lambda_SC = 0 ablation):
+    # DDP must not wait for its gradients
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=on_cpu, kwargs_handlers=[ddp],
                               gradient_accumulation_steps=cfg.optim.grad_accum, step_scheduler_with_optimizer=False)
     set_seed(t.seed)
     return accelerator
@@ -266,14 +272,17 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
                                 weight_decay=o.weight_decay)
     steps_per_epoch = len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(cfg, s * o.grad_accum / steps_per_epoch))
+    if cfg.model.sync_bn and world > 1:
+        if device.type == "cpu":
+            raise ConfigError("model.sync_bn needs GPUs (torch's SyncBatchNorm does not run on CPU)")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.model.compile:
         model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainState()
-    accelerator.register_for_checkpointing(scheduler, state)
-    method = Method(cfg.loss, split.num_classes, all_reduce=lambda x: accelerator.reduce(x, "sum"))
+    global_batch = cfg.data.batch_size * world * o.grad_accum
+    state = TrainState(global_batch=global_batch)
+    accelerator.register_for_checkpointing(state)
+    method = Method(cfg.loss, split.num_classes, Dist(rank, world))
 
     if resume:
         ckpt = latest_checkpoint(run_dir)
@@ -281,6 +290,11 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
             raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
         accelerator.load_state(str(ckpt))
         accelerator.print(f"resumed from {ckpt} (epoch {state.epoch}, step {state.step_in_epoch} of it)")
+        if state.global_batch != global_batch:  # another world size: same samples seen, new step size
+            old, seen = state.global_batch, state.step_in_epoch * state.global_batch
+            state.step_in_epoch, state.global_batch = seen // global_batch, global_batch
+            accelerator.print(f"global batch {global_batch} (was {old}): continuing at step "
+                              f"{state.step_in_epoch} of epoch {state.epoch}, by samples seen")
 
     log = MetricsLog(run_dir / "metrics.jsonl", main, cfg)
     display = Display(cfg, main and t.progress, steps_per_epoch, has_val=len(evals) > 1)
@@ -291,15 +305,17 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
     accelerator.print(f"{cfg.run_name}: {len(split)} training samples, {world} process(es) x batch "
                       f"{cfg.data.batch_size} x accum {o.grad_accum} = global batch "
                       f"{cfg.data.batch_size * world * o.grad_accum}, {steps_per_epoch} steps/epoch, "
-                      f"{accelerator.device}, mixed_precision={t.mixed_precision}")
+                      f"{accelerator.device}, mixed_precision={accelerator.mixed_precision}")
+    first_epoch = state.epoch
     try:
         with display:
             for epoch in range(state.epoch, o.epochs):
-                epoch_stats = _train_epoch(cfg, accelerator, model, optimizer, scheduler, method, loader,
+                epoch_stats = _train_epoch(cfg, accelerator, model, optimizer, method, loader,
                                            state, epoch, clean, gen, log, display, run_dir)
                 results = {name: evaluate(accelerator, model, ev) for name, ev in evals.items()}
                 row = {"kind": "epoch", "epoch": epoch, "step": state.global_step, **epoch_stats,
-                       **{f"{n}_acc": r["acc"] for n, r in results.items()}}
+                       **{f"{n}_acc": r["acc"] for n, r in results.items()},
+                       **{f"{n}_n": r["n"] for n, r in results.items()}}
                 if "clean_val" in results:
                     if results["clean_val"]["acc"] > state.best_val:
                         state.best_val = results["clean_val"]["acc"]
@@ -314,10 +330,14 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
                 if main:
                     (run_dir / "history.json").write_text(json.dumps(history))
                 save_checkpoint(accelerator, run_dir, state, t.keep_checkpoints)
+                if t.stop_after and epoch + 1 - first_epoch >= t.stop_after and epoch + 1 < o.epochs:
+                    accelerator.print(f"stopped after epoch {epoch + 1} of {o.epochs} (train.stop_after); "
+                                      f"--resume continues")
+                    break
     finally:
         log.close()
     summary = summarise(cfg, history, state)
-    if main:
+    if main and state.epoch >= o.epochs:
         save_weights(accelerator.unwrap_model(model), run_dir / "model.safetensors")
         (run_dir / "dataset.json").write_text(json.dumps({"classes": list(split.classes), "mean": list(split.mean),
                                                           "std": list(split.std), "channels": split.channels}))
@@ -326,9 +346,10 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
     return summary
 
 
-def _train_epoch(cfg, accelerator, model, optimizer, scheduler, method, loader, state: TrainState,
+def _train_epoch(cfg, accelerator, model, optimizer, method, loader, state: TrainState,
                  epoch: int, clean, gen, log: MetricsLog, display, run_dir: Path) -> dict:
-    t = cfg.train
+    t, o = cfg.train, cfg.optim
+    steps = len(loader)
     model.train()
     loader.set_epoch(epoch, start=state.step_in_epoch)
     display.start_epoch(epoch, state.step_in_epoch)
@@ -336,15 +357,18 @@ def _train_epoch(cfg, accelerator, model, optimizer, scheduler, method, loader, 
     sel_tot = torch.zeros(4)
     n_steps, n_samples, t0 = 0, 0, time.perf_counter()
     t_last = t0
+    # gathered losses sample negatives over the global batch: the same draw on every process
+    rank_seed = 0 if cfg.loss.gather else accelerator.process_index
     for batch in loader:
-        gen.manual_seed(((t.seed * 1_000_003 + epoch) * 1_000_003 + state.step_in_epoch) * 1_009
-                        + accelerator.process_index)
+        gen.manual_seed(((t.seed * 1_000_003 + epoch) * 1_000_003 + state.step_in_epoch) * 1_009 + rank_seed)
+        # the schedule is a function of the position in training, so it survives a change of world size
+        lr = o.lr * lr_factor(cfg, epoch + (state.step_in_epoch // o.grad_accum * o.grad_accum) / steps)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
         with accelerator.accumulate(model):
             out = method(model, batch, epoch, gen)
             accelerator.backward(out.loss)
             optimizer.step()
-            if accelerator.sync_gradients:
-                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         state.step_in_epoch += 1
         state.global_step += 1
@@ -353,7 +377,7 @@ def _train_epoch(cfg, accelerator, model, optimizer, scheduler, method, loader, 
         n_samples += b
         now = time.perf_counter()
         record = {"kind": "step", "epoch": epoch, "step": state.global_step,
-                  "lr": optimizer.param_groups[0]["lr"], "loss": float(out.loss.detach()),
+                  "lr": lr, "loss": float(out.value),
                   **{k: float(v) for k, v in out.terms.items()},
                   "samples_per_s": b / max(now - t_last, 1e-9)}
         t_last = now
@@ -390,7 +414,8 @@ def summarise(cfg: Config, history: list[dict], state: TrainState) -> dict:
            "last10_test_acc": float(np.mean(accs[-10:])) if accs else float("nan"),
            "final_precision": last.get("precision"), "final_selected_rate": last.get("selected_rate"),
            "final_recall": last.get("recall"),
-           "train_seconds": float(sum(h.get("seconds", 0.0) for h in history))}
+           "train_seconds": float(sum(h.get("seconds", 0.0) for h in history)),
+           "num_processes": state.global_batch // (cfg.data.batch_size * cfg.optim.grad_accum)}
     if cfg.data.dataset in EVAL_SPLITS:
         out["best_val_acc"], out["best_val_test_acc"] = state.best_val, state.best_val_test
     return out
