@@ -88,6 +88,8 @@ class LossConfig:
     balanced (inverse frequency, mean 1), none."""
     train_view: str = "strong"
     """View that L_LS trains on: strong (the paper's diversity preserving) | weak (ablation)."""
+    ls_views: int = 1
+    """Strong views L_LS trains on: 1 (A_s, the paper) | 2 (A_s and A'_s, averaged)."""
     lambda_ms: float = 1.0
     lambda_sc: float = 0.5
     tau: float = 0.2
@@ -171,6 +173,7 @@ class Config:
         _choice("loss.method", l.method, ("lacol", "ce"))
         _choice("loss.class_weight", l.class_weight, ("paper", "balanced", "none"))
         _choice("loss.train_view", l.train_view, ("strong", "weak"))
+        _choice("loss.ls_views", l.ls_views, (1, 2))
         _choice("loss.sc_similarity", l.sc_similarity, ("cosine", "dot"))
         _choice("loss.bn_stats", l.bn_stats, ("weak", "mixed", "per_view"))
         _choice("loss.kernel", l.kernel, ("torch",))
@@ -210,6 +213,11 @@ def _coerce(key: str, text: str, hint) -> Any:
     if hint in (str, str | None):  # taken as written: YAML would read no/off as false
         return None if hint is not str and text in ("", "null", "None") else text
     value = yaml.safe_load(text) if text != "" else None
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as text
+            value = float(value)
+        except ValueError:
+            pass
     return _check_type(key, value, hint)
 
 

@@ -188,7 +188,7 @@ class Method:
         set_views(model, c.bn_stats, b)
         logits, z = model(torch.cat([batch.weak, batch.strong, batch.strong2]))
         set_views(model, c.bn_stats, None)
-        logits_w, logits_s, _ = logits.float().split(b)
+        logits_w, logits_s, logits_s2 = logits.float().split(b)
         z_w, z_s, z_s2 = z.split(b)
         p_w = logits_w.detach().softmax(1)
 
@@ -199,8 +199,14 @@ class Method:
         selected = select(p_all, y_all, c.class_floor)[offset: offset + b]  # the floor sees the global batch
         counts = d.all_reduce(torch.bincount(y[selected], minlength=self.num_classes).float())
         mu = class_weights(counts, c.class_weight)
-        train_logits = logits_s if c.train_view == "strong" else logits_w
-        loss = l_ls = world * weighted_ce(train_logits, y, selected, mu, normaliser=counts.sum())
+        if c.train_view == "weak":
+            l_ls = weighted_ce(logits_w, y, selected, mu, normaliser=counts.sum())
+        elif c.ls_views == 1:
+            l_ls = weighted_ce(logits_s, y, selected, mu, normaliser=counts.sum())
+        else:  # both strong views: twice the supervised signal from a forward already paid for
+            l_ls = weighted_ce(torch.cat([logits_s, logits_s2]), y.repeat(2), selected.repeat(2), mu,
+                               normaliser=2 * counts.sum())
+        loss = l_ls = world * l_ls
         terms = {"ls": l_ls}
         z_all = d.all_gather(z_s, grad=True) if gather and (c.lambda_ms > 0 or c.lambda_sc > 0) else z_s
         if c.lambda_ms > 0:

@@ -29,6 +29,8 @@ def test_config_errors_name_the_key_and_the_choices(tmp_path):
         load_config(None, ["optim.learning_rate=0.1"])
     with pytest.raises(ConfigError, match=r"data.batch_size='big': expected an integer"):
         load_config(None, ["data.batch_size=big"])
+    assert load_config(None, ["optim.weight_decay=1e-4"]).optim.weight_decay == 1e-4  # YAML 1.1 reads text
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"  # not False
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  arch: vgg\n")
     with pytest.raises(ConfigError, match=r"model.arch='vgg'.*'resnet50'"):
