@@ -155,6 +155,12 @@ def save_checkpoint(accelerator, run_dir: Path, state: TrainState, keep: int) ->
     accelerator.wait_for_everyone()
 
 
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_weights(model: Network, path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -254,7 +260,7 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
     accelerator.wait_for_everyone()
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
 
-    split = train_split(cfg, run_dir if main else None) if main else None
+    split = train_split(cfg, run_dir) if main else None  # the main process draws the noise once
     accelerator.wait_for_everyone()
     if not main:
         split = train_split(cfg, run_dir)
@@ -297,6 +303,8 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
                               f"{state.step_in_epoch} of epoch {state.epoch}, by samples seen")
 
     log = MetricsLog(run_dir / "metrics.jsonl", main, cfg)
+    if resume:  # steps after the checkpoint were logged before the stop and are logged again
+        log.write({"kind": "resume", "epoch": state.epoch, "step": state.global_step})
     display = Display(cfg, main and t.progress, steps_per_epoch, has_val=len(evals) > 1)
     gen = torch.Generator(device=device)
     history = []
@@ -328,7 +336,7 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
                 display.epoch_row(row)
                 state.epoch, state.step_in_epoch = epoch + 1, 0
                 if main:
-                    (run_dir / "history.json").write_text(json.dumps(history))
+                    write_atomic(run_dir / "history.json", json.dumps(history))
                 save_checkpoint(accelerator, run_dir, state, t.keep_checkpoints)
                 if t.stop_after and epoch + 1 - first_epoch >= t.stop_after and epoch + 1 < o.epochs:
                     accelerator.print(f"stopped after epoch {epoch + 1} of {o.epochs} (train.stop_after); "
@@ -339,9 +347,9 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
     summary = summarise(cfg, history, state)
     if main and state.epoch >= o.epochs:
         save_weights(accelerator.unwrap_model(model), run_dir / "model.safetensors")
-        (run_dir / "dataset.json").write_text(json.dumps({"classes": list(split.classes), "mean": list(split.mean),
-                                                          "std": list(split.std), "channels": split.channels}))
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_atomic(run_dir / "dataset.json", json.dumps({"classes": list(split.classes), "mean": list(split.mean),
+                                                           "std": list(split.std), "channels": split.channels}))
+        write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     accelerator.wait_for_everyone()
     return summary
 

@@ -15,6 +15,7 @@ from lacol.config import load_config
 from lacol.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "configs" / "fashion_mnist.yaml"
 SMALL = ["data.train_subset=2048", "data.batch_size=32", "data.noise=symmetric", "data.noise_rate=0.4",
          "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false", "train.cpu=true"]
 
@@ -80,11 +81,11 @@ def test_two_processes_with_gather_match_one_process_on_the_global_batch(tmp_pat
 
 def test_resume_across_world_sizes(tmp_path):
     three = ["optim.epochs=3", "train.stop_after=1"]
-    train(load_config(None, [*SMALL, *three, f"train.out_dir={tmp_path}", "train.name=r"]))  # 1 process
+    train(load_config(RECIPE, [*SMALL, *three, f"train.out_dir={tmp_path}", "train.name=r"]))  # 1 process
     assert not (tmp_path / "r" / "summary.json").exists()
     p = run(launch(*train_cmd(tmp_path, "r", *three), "--resume", port=free_port()))  # 2 processes
     assert "global batch 64 (was 32): continuing at step 0 of epoch 1" in p.stdout
-    summary = train(load_config(None, [*SMALL, "optim.epochs=3", f"train.out_dir={tmp_path}", "train.name=r"]),
+    summary = train(load_config(RECIPE, [*SMALL, "optim.epochs=3", f"train.out_dir={tmp_path}", "train.name=r"]),
                     resume=True)  # back to 1 process
     assert summary["epochs"] == 3 and summary["num_processes"] == 1
     hist = json.loads((tmp_path / "r" / "history.json").read_text())

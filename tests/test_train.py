@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from lacol.cli import main as lacol
 from lacol.config import ConfigError, load_config
+
+RECIPE = Path(__file__).resolve().parent.parent / "configs" / "fashion_mnist.yaml"
 from lacol.train import train
 
 SMALL = ["data.train_subset=2048", "data.batch_size=64", "data.noise=symmetric", "data.noise_rate=0.2",
@@ -40,7 +42,7 @@ def test_config_errors_name_the_key_and_the_choices(tmp_path):
 
 
 def test_two_epochs_on_real_fashion_mnist_learn(tmp_path):
-    cfg = load_config(None, [*SMALL, f"train.out_dir={tmp_path}", "train.name=learn"])
+    cfg = load_config(RECIPE, [*SMALL, f"train.out_dir={tmp_path}", "train.name=learn"])
     summary = train(cfg)
     assert summary["epochs"] == 2
     assert summary["final_test_acc"] > 0.45  # chance is 0.1
@@ -58,7 +60,7 @@ def test_two_epochs_on_real_fashion_mnist_learn(tmp_path):
 
 
 def test_eval_and_predict_from_the_run_folder(tmp_path, capsys, fmnist_test_image):
-    cfg = load_config(None, [*SMALL, "optim.epochs=1", f"train.out_dir={tmp_path}", "train.name=r"])
+    cfg = load_config(RECIPE, [*SMALL, "optim.epochs=1", f"train.out_dir={tmp_path}", "train.name=r"])
     summary = train(cfg)
     capsys.readouterr()
     assert lacol(["eval", "--run", str(tmp_path / "r")]) == 0
@@ -107,7 +109,7 @@ def test_kill_mid_epoch_then_resume_gives_the_same_weights(tmp_path):
 
 
 def test_a_run_folder_with_checkpoints_needs_resume(tmp_path):
-    cfg = load_config(None, [*SMALL, "optim.epochs=1", f"train.out_dir={tmp_path}", "train.name=x"])
+    cfg = load_config(RECIPE, [*SMALL, "optim.epochs=1", f"train.out_dir={tmp_path}", "train.name=x"])
     train(cfg)
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg)
