@@ -136,5 +136,5 @@ def test_warmup_and_ce_use_the_weak_view_only():
     out = Method(LossConfig(warmup_epochs=2), 10)(model, batch, epoch=1)
     assert set(out.terms) == {"ce"} and out.selected is None
     expected = F.cross_entropy(model(weak, embed=False)[0], batch.label)
-    assert float(out.loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     assert not Method(LossConfig(method="ce", warmup_epochs=0), 10).needs_strong(5)
