@@ -34,7 +34,7 @@ def cmd_compare(args) -> int:
 
     from .train import train
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=140)  # a log is not 80 columns
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
     results: dict[str, list[dict]] = {m: [] for m in methods}
@@ -61,7 +61,7 @@ def cmd_compare(args) -> int:
         v = np.asarray([x for x in v if x is not None], dtype=float)
         if not len(v):
             return "-"
-        return f"{100 * v.mean():.2f} ± {100 * v.std(ddof=1) if len(v) > 1 else 0:.2f}"
+        return f"{100 * v.mean():.2f} ± {100 * v.std(ddof=1):.2f}" if len(v) > 1 else f"{100 * v[0]:.2f}"
 
     for m, runs in results.items():
         table.add_row(m, ms([r["final_test_acc"] for r in runs]), ms([r["last10_test_acc"] for r in runs]),

@@ -177,12 +177,10 @@ class Method:
         c = self.cfg
         d = self.dist
         b, y = len(batch), batch.label
-        world = torch.tensor(float(d.world), device=y.device)
         if not self.needs_strong(epoch):
             set_views(model, c.bn_stats, None)
             logits, _ = model(batch.weak, embed=False)
-            ce = F.cross_entropy(logits.float(), y, reduction="sum")
-            loss = world * ce / (b * d.world)
+            loss = F.cross_entropy(logits.float(), y)  # equal batches on every rank: DDP's mean is global
             value = self._global_mean(loss)
             return StepOutput(loss, {"ce": value}, value=value)
         set_views(model, c.bn_stats, b)
@@ -192,6 +190,7 @@ class Method:
         z_w, z_s, z_s2 = z.split(b)
         p_w = logits_w.detach().softmax(1)
 
+        world = torch.tensor(float(d.world), device=y.device)
         gather = c.gather and d.world > 1
         offset = d.rank * b if gather else 0
         y_all = d.all_gather(y) if gather else y
