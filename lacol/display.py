@@ -55,9 +55,11 @@ class Display:
         self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps,
                                            completed=start, rate=0.0, loss=float("nan"))
 
-    def step(self, samples: int, record: dict) -> None:
+    def step(self, done: int, record: dict) -> None:
+        """A logged step: the bar moves to ``done`` steps of the epoch."""
         if self.live_ok:
-            self.progress.update(self.task, advance=1, rate=record["samples_per_s"], loss=record["loss"])
+            self.progress.update(self.task, completed=done, rate=record["samples_per_s"],
+                                 loss=record["loss"])
 
     def epoch_row(self, row: dict) -> None:
         if not self.enabled:

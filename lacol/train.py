@@ -203,8 +203,9 @@ class MetricsLog:
 
 
 def selection_stats(selected: torch.Tensor, index: torch.Tensor, label: torch.Tensor, clean: torch.Tensor):
-    """(selected, selected & clean, clean) counts over samples whose clean label is known."""
-    c = clean[index.cpu()].to(label.device)
+    """(selected, selected & clean, clean, known) counts over samples whose clean label is known;
+    ``clean`` lives on the training device, so no host round trip."""
+    c = clean[index]
     known = c >= 0
     is_clean = (c == label) & known
     sel = selected & known
@@ -264,7 +265,7 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
     accelerator.wait_for_everyone()
     if not main:
         split = train_split(cfg, run_dir)
-    clean = torch.from_numpy(split.clean_labels)
+    clean = torch.from_numpy(split.clean_labels).to(device)
     loader = make_train_loader(cfg, split, device, rank, world)
     evals = {name: make_eval_loader(cfg, s, device, rank, world) for name, s in eval_splits(cfg).items()}
     if len(loader) == 0:
@@ -361,8 +362,8 @@ def _train_epoch(cfg, accelerator, model, optimizer, method, loader, state: Trai
     model.train()
     loader.set_epoch(epoch, start=state.step_in_epoch)
     display.start_epoch(epoch, state.step_in_epoch)
-    sums: dict[str, float] = {}
-    sel_tot = torch.zeros(4)
+    sums: dict[str, torch.Tensor] = {}  # on the device: no host sync on steps that do not log
+    sel_tot = torch.zeros(4, device=accelerator.device)
     n_steps, n_samples, t0 = 0, 0, time.perf_counter()
     t_last = t0
     # gathered losses sample negatives over the global batch: the same draw on every process
@@ -383,29 +384,31 @@ def _train_epoch(cfg, accelerator, model, optimizer, method, loader, state: Trai
         n_steps += 1
         b = len(batch) * accelerator.num_processes
         n_samples += b
-        now = time.perf_counter()
-        record = {"kind": "step", "epoch": epoch, "step": state.global_step,
-                  "lr": lr, "loss": float(out.value),
-                  **{k: float(v) for k, v in out.terms.items()},
-                  "samples_per_s": b / max(now - t_last, 1e-9)}
-        t_last = now
+        for k, v in (("loss", out.value), *out.terms.items()):
+            sums[k] = sums.get(k, 0.0) + v
+        sel = None
         if out.selected is not None:
-            s = accelerator.reduce(selection_stats(out.selected, batch.index, batch.label, clean).to(
-                out.selected.device), "sum").cpu()
-            sel_tot += s
-            record.update(selected_rate=float(s[0] / max(b, 1)), precision=float(s[1] / s[0].clamp_min(1)),
-                          recall=float(s[1] / s[2].clamp_min(1)), class_counts=out.class_counts.int().tolist())
-        for k in ("loss", *out.terms):
-            sums[k] = sums.get(k, 0.0) + record[k]
+            sel = selection_stats(out.selected, batch.index, batch.label, clean)
+            sel_tot += sel
         if state.global_step % t.log_every == 0:
+            now = time.perf_counter()
+            record = {"kind": "step", "epoch": epoch, "step": state.global_step, "lr": lr, "loss": float(out.value),
+                      **{k: float(v) for k, v in out.terms.items()},
+                      "samples_per_s": b * t.log_every / max(now - t_last, 1e-9)}
+            t_last = now
+            if sel is not None:
+                s = accelerator.reduce(sel, "sum").cpu()
+                record.update(selected_rate=float(s[0] / max(b, 1)), precision=float(s[1] / s[0].clamp_min(1)),
+                              recall=float(s[1] / s[2].clamp_min(1)), class_counts=out.class_counts.int().tolist())
             log.write(record)
-        display.step(b, record)
+            display.step(state.step_in_epoch, record)
         if t.checkpoint_every and state.global_step % t.checkpoint_every == 0 and accelerator.sync_gradients:
             save_checkpoint(accelerator, run_dir, state, t.keep_checkpoints)
     dt = time.perf_counter() - t0
-    stats = {k: v / max(n_steps, 1) for k, v in sums.items()}
+    stats = {k: float(v) / max(n_steps, 1) for k, v in sums.items()}
     stats.update(lr=optimizer.param_groups[0]["lr"], seconds=dt, samples_per_s=n_samples / max(dt, 1e-9))
-    if sel_tot[3] > 0 and sel_tot.sum() > 0:
+    sel_tot = accelerator.reduce(sel_tot, "sum").cpu()
+    if sel_tot[3] > 0:
         stats.update(selected_rate=float(sel_tot[0] / max(n_samples, 1)),
                      precision=float(sel_tot[1] / sel_tot[0].clamp_min(1)),
                      recall=float(sel_tot[1] / sel_tot[2].clamp_min(1)))
