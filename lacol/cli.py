@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.sources.base import DatasetError
+
 from .config import ConfigError, load_config
+from .models import WeightsError
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "fashion_mnist.yaml"
 
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, FileNotFoundError, FileExistsError) as e:
+    except (ConfigError, DatasetError, WeightsError, FileNotFoundError, FileExistsError) as e:
         print(f"lacol {args.cmd}: {e}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class WeightsError(ValueError):
+    """A weights file is missing or does not fit the model; the message names the file and key."""
+
+
 class ViewBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d for a batch that concatenates views [weak; strong; strong2].
 
@@ -219,7 +223,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:
     skipped keys; any other mismatch is an error naming the key."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.pretrained={path}: no such file")
+        raise WeightsError(f"model.pretrained={path}: no such file")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         state = load_file(str(path))
@@ -236,7 +240,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:
     unexpected = [k for k in state if k not in own]
     bad = [k for k in state if k in own and state[k].shape != own[k].shape]
     if missing or unexpected or bad:
-        raise ValueError(f"model.pretrained={path}: does not fit the encoder "
+        raise WeightsError(f"model.pretrained={path}: does not fit the encoder "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad[:3]})")
     own.update(state)
     encoder.load_state_dict(own)

@@ -71,6 +71,10 @@ def test_eval_and_predict_from_the_run_folder(tmp_path, capsys, fmnist_test_imag
     classes = json.loads((tmp_path / "r" / "dataset.json").read_text())["classes"]
     assert line.startswith(str(fmnist_test_image)) and sum(c in line for c in classes) >= 2
     assert lacol(["eval", "--run", str(tmp_path / "missing")]) == 2
+    assert lacol(["train", "data.dataset=cifar10", f"data.root={tmp_path / 'nowhere'}"]) == 2  # names where it looked
+    assert lacol(["train", f"model.pretrained={tmp_path / 'none.pth'}", f"train.out_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "none.pth" in err
 
 
 @pytest.fixture
