@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from PIL import Image
 
 from pipelines.augment import Augmenter, eval_view
+from pipelines.torch_loader import decode_square
 
 from .config import config_from_dict
 from .models import build_model
@@ -49,15 +49,8 @@ def predict(run: str | Path, images: list[str], topk: int = 3, weights: str = "m
     classes, in_ch = info["classes"], info["channels"]
     size = cfg.data.image_size
     decode = size if cfg.data.dataset != "clothing1m" else cfg.data.decode_size
-    batch = []
-    for path in images:
-        with Image.open(path) as img:
-            img = img.convert("L" if in_ch == 1 else "RGB")
-            w, h = img.size
-            side = min(w, h)
-            box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-            arr = np.asarray(img.resize((decode, decode), Image.BILINEAR, box=box))
-        batch.append(arr.reshape(decode, decode, in_ch))
+    mode = "L" if in_ch == 1 else "RGB"
+    batch = [decode_square(path, decode, mode).reshape(decode, decode, in_ch) for path in images]
     (x,) = Augmenter([eval_view(size)], info["mean"], info["std"])(torch.from_numpy(np.stack(batch)))
     probs = model(x, embed=False)[0].float().softmax(1)
     k = min(topk, len(classes))

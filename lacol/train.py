@@ -313,7 +313,7 @@ def _train(cfg: Config, accelerator, resume: bool) -> dict:
         history = [h for h in json.loads((run_dir / "history.json").read_text()) if h["epoch"] < state.epoch]
     accelerator.print(f"{cfg.run_name}: {len(split)} training samples, {world} process(es) x batch "
                       f"{cfg.data.batch_size} x accum {o.grad_accum} = global batch "
-                      f"{cfg.data.batch_size * world * o.grad_accum}, {steps_per_epoch} steps/epoch, "
+                      f"{global_batch}, {steps_per_epoch} steps/epoch, "
                       f"{accelerator.device}, mixed_precision={accelerator.mixed_precision}")
     first_epoch = state.epoch
     try:

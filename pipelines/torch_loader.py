@@ -22,15 +22,16 @@ from .sources.base import Split
 log = logging.getLogger(__name__)
 
 
-def decode_square(path: str | Path, size: int) -> np.ndarray:
-    """Decode an image file to (size, size, 3) uint8 RGB: shorter side resized to ``size``, the
-    central square kept. Raises on unreadable files (callers count and skip those)."""
+def decode_square(path: str | Path, size: int, mode: str = "RGB") -> np.ndarray:
+    """Decode an image file to (size, size, 3) uint8 RGB (``mode`` "L": (size, size) gray): shorter
+    side resized to ``size``, the central square kept. Raises on unreadable files (callers count
+    and skip those)."""
     with Image.open(path) as img:
         w, h = img.size
         if img.format == "JPEG":
-            img.draft("RGB", (max(size, round(size * w / h)), max(size, round(size * h / w))))
+            img.draft(mode, (max(size, round(size * w / h)), max(size, round(size * h / w))))
             w, h = img.size
-        img = img.convert("RGB")
+        img = img.convert(mode)
         side = min(w, h)
         box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
         img = img.resize((size, size), Image.BILINEAR, box=box, reducing_gap=None if side < 2 * size else 2.0)
@@ -74,7 +75,7 @@ class _DecodedBatches(torch.utils.data.Dataset):
         x = torch.from_numpy(out)
         if self.augment is None:
             return x, index, torch.from_numpy(ok)
-        self.augment.reseed(self.seed * 1_000_003 + batch_no)
+        self.augment.reseed(batch_seed(self.seed, batch_no))
         keep = torch.from_numpy(ok)
         return self.augment(x[keep] if not ok.all() else x, alloc=shared_empty), index, keep
 
@@ -83,6 +84,12 @@ def view_seed(seed: int, epoch: int, rank: int) -> int:
     """The augmentation seed of one rank in one epoch: different per rank and per epoch, and the
     same again on resume."""
     return (seed * 1_000_003 + epoch) * 1_009 + rank
+
+
+def batch_seed(epoch_seed: int, batch_no: int) -> int:
+    """The views' seed of one batch, from its rank's epoch seed (``view_seed``): the same wherever
+    the views are made (worker or device) and when an epoch resumes at that batch."""
+    return epoch_seed * 1_000_003 + batch_no
 
 
 def _as_batch(batch):
@@ -189,7 +196,7 @@ class TorchLoader:
             if self.augment_in == "workers":
                 views = [v.to(self.device) for v in x]
             else:
-                self.augment.reseed(seed * 1_000_003 + batch_no)  # as the workers do
+                self.augment.reseed(batch_seed(seed, batch_no))
                 views = self.augment(x.to(self.device, non_blocking=True))
             weak, strong, strong2 = views if len(views) == 3 else (views[0], None, None)
             yield ViewBatch(weak, strong, strong2, self.labels[index].to(self.device), index.to(self.device))
