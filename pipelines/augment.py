@@ -289,6 +289,69 @@ def warp_nearest(x: torch.Tensor, inv: torch.Tensor, out_size: int | None = None
     return src.index_select(0, flat.view(-1)).view(n, s, s, c)
 
 
+def op_values(ops: torch.Tensor, sign: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """(B, num_ops) float64 argument of each drawn op: signed magnitude; 1 + v for the enhancers
+    (float64, as PIL forms 1 + v in double before its C code rounds it to float)."""
+    table = torch.tensor([magnitude(op, spec.magnitude, spec.size) for op in OPS], dtype=torch.float64)
+    signed = torch.tensor([op in SIGNED for op in OPS])
+    enhance = torch.tensor([op in ("brightness", "color", "contrast", "sharpness") for op in OPS])
+    v = table[ops] * torch.where(signed[ops], sign.double(), 1.0)
+    return torch.where(enhance[ops], 1.0 + v, v)
+
+
+def compose_geometry(ops, values, spec: ViewSpec, base: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, 3, 3) float64 inverse map of a view's geometry: the rrc crop (``base``) composed with
+    its geometric RandAugment ops in step order; None when the view has neither."""
+    if ops is None:
+        return base
+    geo = [k for k, op in enumerate(OPS) if op in GEOMETRIC]
+    if base is None and not bool(torch.isin(ops, torch.tensor(geo)).any()):
+        return None
+    inv = base.clone() if base is not None else torch.eye(3, dtype=torch.float64).repeat(ops.shape[0], 1, 1)
+    for step in range(ops.shape[1]):
+        for k in geo:
+            rows = torch.nonzero(ops[:, step] == k).flatten()
+            if rows.numel():
+                inv[rows] = inv[rows] @ op_matrix(OPS[k], values[rows, step], spec.size)
+    return inv
+
+
+def cutout(x: torch.Tensor, spec: ViewSpec, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+    """A grey (127) square of side ``cutout * size`` centred at (cy, cx) per sample."""
+    b, h, w, _ = x.shape
+    half = max(1, int(spec.cutout * spec.size)) // 2
+    ys = ((torch.arange(h, device=x.device)[None] - cy[:, None]).abs() <= half)[:, :, None]
+    xs = ((torch.arange(w, device=x.device)[None] - cx[:, None]).abs() <= half)[:, None, :]
+    return x.masked_fill((ys & xs)[..., None], 127)
+
+
+@dataclass
+class ViewPlan:
+    """The random draws of one view of a batch (``Augmenter.plan``); None where not drawn."""
+
+    flip: torch.Tensor | None
+    """(B,) bool: flip horizontally (folded into ``base`` for rrc)."""
+    top: torch.Tensor | None
+    """(B,) int64 window corner (random and center crops; may be negative with padding)."""
+    left: torch.Tensor | None
+    base: torch.Tensor | None
+    """(B, 3, 3) float64 rrc inverse map."""
+    ops: torch.Tensor | None
+    """(B, num_ops) int64 index into OPS."""
+    values: torch.Tensor | None
+    """(B, num_ops) float64 op arguments (``op_values``)."""
+    inv: torch.Tensor | None
+    """(B, 3, 3) float64 all geometry composed (``compose_geometry``)."""
+    cy: torch.Tensor | None
+    """(B,) int64 cutout centre."""
+    cx: torch.Tensor | None
+
+    @property
+    def moved(self) -> torch.Tensor:
+        """(B,) bool: samples whose composed geometry is not the identity."""
+        return (self.inv - torch.eye(3, dtype=torch.float64)).abs().amax((1, 2)) > 0
+
+
 # ---------------------------------------------------------------- the augmenter
 
 class Augmenter:
@@ -296,7 +359,21 @@ class Augmenter:
     ``seed``; ranks should use different seeds."""
 
     def __init__(self, views: Sequence[ViewSpec], mean: Sequence[float], std: Sequence[float],
-                 seed: int = 0, out_dtype: torch.dtype = torch.float32, cpu_chunk: int = 64):
+                 seed: int = 0, out_dtype: torch.dtype = torch.float32, cpu_chunk: int = 64,
+                 engine: str = "torch"):
+        """``engine``: torch (any device), numba (CPU batches: one compiled pass per sample and
+        view, ``augment_numba.py``; needs numba) or auto (numba for CPU batches when importable)."""
+        if engine not in ("torch", "numba", "auto"):
+            raise ValueError(f"augment engine {engine!r}: choose torch, numba or auto")
+        self.engine = engine
+        if engine != "torch":
+            try:
+                from . import augment_numba
+                self._numba = augment_numba
+            except ImportError:
+                if engine == "numba":
+                    raise
+                self._numba = None
         self.views = tuple(views)
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.inv_std = 1.0 / torch.tensor(std, dtype=torch.float32)
@@ -322,9 +399,20 @@ class Augmenter:
             outs = list(alloc((len(self.views), b, s, s, x.shape[-1]), dtype=self.out_dtype, device=x.device))
         else:
             outs = [alloc((b, v.size, v.size, x.shape[-1]), dtype=self.out_dtype, device=x.device) for v in self.views]
+        fast = (self.engine != "torch" and self._numba is not None and x.device.type == "cpu"
+                and self.out_dtype == torch.float32)
+        if fast:
+            c = x.shape[-1]
+            scale = self.inv_std[:c].contiguous()
+            shift = (-self.mean * self.inv_std)[:c].contiguous()
         for i in range(0, b, step):
             for spec, out in zip(self.views, outs):
-                self.normalize(self.view_uint8(x[i:i + step], spec), out=out[i:i + step])
+                chunk = x[i:i + step]
+                if fast:
+                    plan = self.plan(*chunk.shape[:3], spec)
+                    self._numba.make_view(chunk, spec, plan, scale, shift, out[i:i + step])
+                else:
+                    self.normalize(self.view_uint8(chunk, spec), out=out[i:i + step])
         return [o.permute(0, 3, 1, 2) for o in outs]
 
     def _rand(self, *shape) -> torch.Tensor:
@@ -334,28 +422,45 @@ class Augmenter:
         """Uniform integers in [0, high) for a (B,) tensor or int ``high``."""
         return (self._rand(*shape) * torch.as_tensor(high, dtype=torch.float32)).long()
 
-    def view_uint8(self, x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
-        """One view of a (B,H,W,C) uint8 batch, before normalisation."""
-        b, h, w, _ = x.shape
-        dev = x.device
+    def plan(self, b: int, h: int, w: int, spec: ViewSpec) -> "ViewPlan":
+        """Every random draw of one view of a (b, h, w) batch, in one fixed order, before any
+        pixel is touched: the torch and the numba engines apply the same plan."""
         flip = (self._rand(b) < 0.5) if spec.flip else None
-        inv = None
+        top = left = base = None
         if spec.crop == "center":
             top = torch.full((b,), (h - spec.size) // 2)
             left = torch.full((b,), (w - spec.size) // 2)
-            out = crop_flip(x, top.to(dev), left.to(dev), spec.size, None)
         elif spec.crop == "random":
             top = self._int(h + 2 * spec.pad - spec.size + 1, (b,)) - spec.pad
             left = self._int(w + 2 * spec.pad - spec.size + 1, (b,)) - spec.pad
-            out = crop_flip(x, top.to(dev), left.to(dev), spec.size, flip.to(dev) if flip is not None else None)
-        else:  # rrc: the crop is an affine map, composed with RandAugment's geometry below
-            out, inv = x, self._rrc_matrix(b, h, w, spec, flip)
+        else:  # rrc: the crop is an affine map, composed with RandAugment's geometry
+            base = self._rrc_matrix(b, h, w, spec, flip)
+        ops = values = None
         if spec.randaugment:
-            out, inv = self._randaugment(out, spec, inv)
-        if inv is not None:
-            out = warp_nearest(out, inv.to(dev), spec.size)
+            ops = self._int(len(OPS), (b, spec.num_ops))
+            sign = torch.where(self._rand(b, spec.num_ops) < 0.5, -1.0, 1.0)
+            values = op_values(ops, sign, spec)
+        cy = cx = None
         if spec.cutout > 0:
-            out = self._cutout(out, spec)
+            cy, cx = self._int(spec.size, (b,)), self._int(spec.size, (b,))
+        return ViewPlan(flip, top, left, base, ops, values, compose_geometry(ops, values, spec, base), cy, cx)
+
+    def view_uint8(self, x: torch.Tensor, spec: ViewSpec, plan: "ViewPlan | None" = None) -> torch.Tensor:
+        """One view of a (B,H,W,C) uint8 batch, before normalisation."""
+        b, h, w, _ = x.shape
+        dev = x.device
+        p = plan or self.plan(b, h, w, spec)
+        if spec.crop == "rrc":  # colour ops work in place: never on the caller's batch
+            out = x.clone() if spec.randaugment else x
+        else:
+            flip = p.flip.to(dev) if p.flip is not None and spec.crop == "random" else None
+            out = crop_flip(x, p.top.to(dev), p.left.to(dev), spec.size, flip)
+        if spec.randaugment:
+            out = self._randaugment(out, spec, p)
+        elif p.inv is not None:
+            out = warp_nearest(out, p.inv.to(dev), spec.size)
+        if spec.cutout > 0:
+            out = cutout(out, spec, p.cy.to(dev), p.cx.to(dev))
         return out
 
     def _rrc_matrix(self, b, h, w, spec: ViewSpec, flip) -> torch.Tensor:
@@ -376,47 +481,26 @@ class Augmenter:
         m[:, 2, 2] = 1
         return m
 
-    def _randaugment(self, x: torch.Tensor, spec: ViewSpec, inv: torch.Tensor | None):
-        b = x.shape[0]
-        choice = self._int(len(OPS), (b, spec.num_ops))
-        sign = torch.where(self._rand(b, spec.num_ops) < 0.5, -1.0, 1.0)
+    def _randaugment(self, x: torch.Tensor, spec: ViewSpec, p: "ViewPlan") -> torch.Tensor:
+        """Colour ops in step order on the samples that drew them, then one resampling through
+        the composed geometry (rrc: every sample; else only samples that drew a geometric op)."""
         for step in range(spec.num_ops):
             for k, op in enumerate(OPS):
-                rows = torch.nonzero(choice[:, step] == k).flatten()
-                if op == "identity" or rows.numel() == 0:
+                if op == "identity" or op in GEOMETRIC:
                     continue
-                # float64, as PIL forms 1 + v in double before its C code rounds it to float.
-                v = torch.full((rows.numel(),), magnitude(op, spec.magnitude, spec.size), dtype=torch.float64)
-                if op in SIGNED:
-                    v = v * sign[rows, step]
-                if op in ("brightness", "color", "contrast", "sharpness"):
-                    v = 1.0 + v
-                if op in GEOMETRIC:
-                    m = op_matrix(op, v, spec.size)
-                    if inv is None:
-                        inv = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
-                    inv[rows] = inv[rows] @ m
-                else:
+                rows = torch.nonzero(p.ops[:, step] == k).flatten()
+                if rows.numel():
                     r = rows.to(x.device)
-                    put_rows(x, r, COLOUR_FNS[op](take_rows(x, r), v.to(x.device)))
-        if inv is not None and spec.crop != "rrc":
-            # Only samples that drew a geometric op are resampled; the rest keep their pixels.
-            moved = torch.nonzero((inv - torch.eye(3, dtype=torch.float64)).abs().amax((1, 2)) > 0).flatten()
-            if moved.numel():
-                r = moved.to(x.device)
-                put_rows(x, r, warp_nearest(take_rows(x, r), inv[moved].to(x.device), spec.size))
-            inv = None
-        return x, inv
-
-    def _cutout(self, x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        side = max(1, int(spec.cutout * spec.size))
-        cy = self._int(h, (b,)).to(x.device)
-        cx = self._int(w, (b,)).to(x.device)
-        ar = torch.arange(h, device=x.device)
-        ys = ((ar[None] - cy[:, None]).abs() <= side // 2)[:, :, None]
-        xs = ((torch.arange(w, device=x.device)[None] - cx[:, None]).abs() <= side // 2)[:, None, :]
-        return x.masked_fill((ys & xs)[..., None], 127)
+                    put_rows(x, r, COLOUR_FNS[op](take_rows(x, r), p.values[rows, step].to(x.device)))
+        if p.inv is None:
+            return x
+        if spec.crop == "rrc":
+            return warp_nearest(x, p.inv.to(x.device), spec.size)
+        moved = torch.nonzero(p.moved).flatten()
+        if moved.numel():
+            r = moved.to(x.device)
+            put_rows(x, r, warp_nearest(take_rows(x, r), p.inv[moved].to(x.device), spec.size))
+        return x
 
     def normalize(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """(B,H,W,C) uint8 -> (x - mean) / std as float (B,H,W,C), written into ``out`` if given."""

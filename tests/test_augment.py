@@ -134,3 +134,32 @@ def test_bad_input_is_a_clear_error():
         A.to_nhwc(torch.zeros(2, 8, 8, 5, dtype=torch.uint8))
     with pytest.raises(ValueError, match="magnitude"):
         A.ViewSpec(32, magnitude=31)
+
+
+SPECS = {
+    "strong": A.lacol_views(80)[1],
+    "strong-pad-m20-3ops": A.ViewSpec(80, pad=8, randaugment=True, num_ops=3, magnitude=20),
+    "rrc-strong-cutout": A.ViewSpec(64, "rrc", randaugment=True, cutout=0.3),
+    "rrc": A.ViewSpec(64, "rrc"),
+    "weak": A.lacol_views(80)[0],
+    "center": A.eval_view(80),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("kind", ["rgb", "gray"])
+def test_numba_engine_equals_torch_engine(name, kind, images, gray_images):
+    """The CPU engine applies the same plan with the same arithmetic: identical views."""
+    pytest.importorskip("numba")
+    spec = SPECS[name]
+    x = images if kind == "rgb" else torch.nn.functional.interpolate(
+        gray_images.permute(0, 3, 1, 2).float(), size=SIZE).round().to(torch.uint8).permute(0, 2, 3, 1)
+    x = x.repeat(6, 1, 1, 1)  # 36 samples: every op is drawn
+    mean, std = ((120.0, 110.0, 100.0), (60.0, 50.0, 70.0)) if kind == "rgb" else ((72.0,), (90.0,))
+    before = x.clone()
+    for seed in range(4):
+        a = A.Augmenter([spec, spec], mean, std, seed=seed, engine="torch")(x)
+        b = A.Augmenter([spec, spec], mean, std, seed=seed, engine="numba")(x)
+        for u, v in zip(a, b):
+            assert torch.equal(u, v), (name, kind, seed)
+    assert torch.equal(x, before)  # neither engine writes into the caller's batch
