@@ -26,7 +26,16 @@ class DataConfig:
     root: str | None = None
     """Dataset folder; None means the dataset's default place (see README, Data)."""
     backend: str = "torch"
-    """Train loader: torch (reference). ffcv and dali are separate issues."""
+    """Loaders: torch (the reference) | ffcv (reads ``ffcv_dir/{dataset}_{split}.beton``, made by
+    ``lacol-convert DATASET --to ffcv``)."""
+    ffcv_dir: str = "data/ffcv"
+    """backend=ffcv: the folder of the .beton files."""
+    ffcv_order: str = "quasi_random"
+    """backend=ffcv, training order: quasi_random (FFCV's page-aware order, sharded by us) | random
+    (the reference backend's order and batches)."""
+    os_cache: bool = True
+    """backend=ffcv: read through the OS page cache (True) or FFCV's own process cache (False,
+    with quasi_random for datasets larger than RAM)."""
     noise: str = "instance"
     """Synthetic label noise on the training labels: none | symmetric | asymmetric | instance |
     cifar-n:KEY. Clothing1M's labels are already noisy: use none."""
@@ -161,7 +170,8 @@ class Config:
     def validate(self) -> "Config":
         d, m, l, o, t = self.data, self.model, self.loss, self.optim, self.train
         _choice("data.dataset", d.dataset, ("fashion_mnist", "cifar10", "cifar100", "clothing1m"))
-        _choice("data.backend", d.backend, ("torch",))
+        _choice("data.backend", d.backend, ("torch", "ffcv"))
+        _choice("data.ffcv_order", d.ffcv_order, ("quasi_random", "random"))
         if d.noise not in ("none", "symmetric", "asymmetric", "instance") and not d.noise.startswith("cifar-n"):
             _choice("data.noise", d.noise, ("none", "symmetric", "asymmetric", "instance", "cifar-n:KEY"))
         if d.noise != "none" and not d.noise.startswith("cifar-n") and not 0 <= d.noise_rate < 1:

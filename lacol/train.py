@@ -89,14 +89,32 @@ def views_for(cfg: Config):
     return views if cfg.loss.method == "lacol" else views[:1]
 
 
+def _beton(cfg: Config, split_name: str) -> Path:
+    from tools.beton import beton_path
+
+    return beton_path(cfg.data.ffcv_dir, cfg.data.dataset, split_name)
+
+
 def make_train_loader(cfg: Config, split: Split, device, rank: int, world: int):
     d = cfg.data
+    if d.backend == "ffcv":
+        from pipelines.ffcv_loader import FfcvLoader
+
+        return FfcvLoader(split, _beton(cfg, TRAIN_SPLIT.get(d.dataset, "train")), views_for(cfg),
+                          batch_size=d.batch_size, device=device, rank=rank, world=world, seed=cfg.train.seed,
+                          num_workers=d.num_workers, order=d.ffcv_order, os_cache=d.os_cache)
     return TorchLoader(split, views_for(cfg), batch_size=d.batch_size, device=device, rank=rank, world=world,
                        seed=cfg.train.seed, num_workers=d.num_workers, image_size=d.decode_size)
 
 
 def make_eval_loader(cfg: Config, split: Split, device, rank: int, world: int):
     d = cfg.data
+    if d.backend == "ffcv":
+        from pipelines.ffcv_loader import FfcvEvalLoader
+
+        return FfcvEvalLoader(split, _beton(cfg, split.name.split("/")[-1]), size=d.image_size,
+                              batch_size=d.eval_batch_size, device=device, rank=rank, world=world,
+                              num_workers=d.num_workers, os_cache=d.os_cache)
     return TorchEvalLoader(split, size=d.image_size, batch_size=d.eval_batch_size, device=device, rank=rank,
                            world=world, num_workers=d.num_workers, image_size=d.decode_size)
 

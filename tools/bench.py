@@ -2,6 +2,8 @@
 
     lacol-bench loader --root data/bench_clothing1m [--backends torch,peer] [--batches 20]
         samples/s of three views (weak + 2 RandAugment) at 224 px from Clothing1M-layout JPEGs
+    lacol-bench convert --root data/bench_clothing1m [--split noisy_train] [--workers 2]
+        images/s of converting a Clothing1M-layout split to a .beton (decode, resize, encode, write)
     lacol-bench parse --lines 1000000
         seconds to parse a Clothing1M-size noisy_train split (1M keys)
 """
@@ -30,6 +32,16 @@ def _time_loader(make, batches: int, warmup: int) -> tuple[float, int]:
     return n / (time.perf_counter() - t), n
 
 
+def _ffcv_loader(split, a):
+    from pipelines.augment import lacol_views
+    from pipelines.ffcv_loader import FfcvLoader
+    from tools.beton import beton_path
+
+    path = beton_path(a.ffcv_dir or os.path.join(a.root, "ffcv"), "clothing1m", "noisy_train")
+    return FfcvLoader(split, path, lacol_views(224), batch_size=a.batch_size, num_workers=a.workers,
+                      order=a.ffcv_order)
+
+
 def bench_loader(a) -> int:
     from pipelines.augment import lacol_views
     from pipelines.sources import load_split
@@ -48,6 +60,7 @@ def bench_loader(a) -> int:
         "torch": lambda: TorchLoader(split, lacol_views(224), batch_size=a.batch_size, num_workers=a.workers),
         "torch-augment-in-main": lambda: TorchLoader(split, lacol_views(224), batch_size=a.batch_size,
                                                      num_workers=a.workers, augment_in="device"),
+        "ffcv": lambda: _ffcv_loader(split, a),
     }
     unknown = set(a.backends) - set(makers)
     if unknown:
@@ -97,6 +110,22 @@ def bench_parse(a) -> int:
     return 0
 
 
+def bench_convert(a) -> int:
+    """images/s of ``lacol-convert clothing1m --to ffcv`` on one split, written to a temp dir."""
+    import tempfile
+
+    from pipelines.sources import load_split
+    from tools.beton import convert_split
+
+    split = load_split("clothing1m", a.split, a.root)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = convert_split(split, "clothing1m", a.split, os.path.join(tmp, "x.beton"), workers=a.workers,
+                          progress=False)
+    print(f"clothing1m/{a.split}: {len(split)} images in {r.seconds:.2f} s = {r.images_per_s:,.0f} images/s "
+          f"({a.workers} workers, {os.cpu_count()} CPUs)")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lacol-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,10 +139,17 @@ def main(argv=None) -> int:
     s.add_argument("--batches", type=int, default=20)
     s.add_argument("--warmup", type=int, default=3)
     s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--ffcv-dir", default=None, help="where clothing1m_noisy_train.beton is (default ROOT/ffcv; "
+                   "make it with lacol-convert clothing1m --to ffcv --root ROOT --out ROOT/ffcv)")
+    s.add_argument("--ffcv-order", default="quasi_random", choices=("quasi_random", "random"))
     s = sub.add_parser("parse", help="seconds to read a Clothing1M-size split's label lists")
     s.add_argument("--lines", type=int, default=1_000_000)
+    s = sub.add_parser("convert", help="images/s of converting a Clothing1M-layout split to .beton")
+    s.add_argument("--root", default="data/bench_clothing1m")
+    s.add_argument("--split", default="noisy_train")
+    s.add_argument("--workers", type=int, default=os.cpu_count())
     a = p.parse_args(argv)
-    return bench_loader(a) if a.cmd == "loader" else bench_parse(a)
+    return {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert}[a.cmd](a)
 
 
 if __name__ == "__main__":

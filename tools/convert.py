@@ -2,10 +2,14 @@
 
     lacol-convert fmnist-clothing1m --out data/bench_clothing1m --num-train 2048
         a Clothing1M-layout folder of real Fashion-MNIST images as 240-400 px JPEGs (benchmarks, tests)
+    lacol-convert clothing1m --to ffcv --root data/clothing1m --out data/ffcv [--splits noisy_train,...]
+    lacol-convert fashion_mnist|cifar10|cifar100 --to ffcv [--root ROOT] --out data/ffcv
+        each split to OUT/{dataset}_{split}.beton (tools/beton.py: fields, image storage, reports)
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -24,7 +28,24 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fmnist-root", default=None)
     s.add_argument("--workers", type=int, default=2)
+    from tools.beton import SPLITS
+
+    for name, splits in SPLITS.items():
+        s = sub.add_parser(name, help=f"{name} splits to another format")
+        s.add_argument("--to", choices=("ffcv",), required=True)
+        s.add_argument("--root", default=None, help="dataset folder (default: the dataset's default place)")
+        s.add_argument("--out", default="data/ffcv", help="output folder")
+        s.add_argument("--splits", type=lambda v: v.split(","), default=list(splits),
+                       help=f"comma-separated, of {','.join(splits)}")
+        s.add_argument("--size", type=int, default=256, help="file datasets: stored square side")
+        s.add_argument("--quality", type=int, default=90, help="file datasets: JPEG quality")
+        s.add_argument("--workers", type=int, default=os.cpu_count())
+        s.add_argument("--max-bad", type=float, default=0.01,
+                       help="fail when more than this fraction of a split's images cannot be decoded")
+        s.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.cmd in SPLITS:
+        return _convert(a)
     if a.cmd == "fmnist-clothing1m":
         from tools.clothing1m_sample import build
 
@@ -38,6 +59,31 @@ def main(argv=None) -> int:
         n = a.num_train + a.num_val + a.num_test
         print(f"wrote {n} images to {out} in {time.perf_counter() - t:.1f} s")
     return 0
+
+
+def _convert(a) -> int:
+    from tools.beton import convert_dataset
+
+    bad = sorted(set(a.splits) - set(_splits(a.cmd)))
+    if bad:
+        print(f"lacol-convert: {a.cmd} has no split(s) {bad}; choose from {','.join(_splits(a.cmd))}", file=sys.stderr)
+        return 2
+    try:
+        results = convert_dataset(a.cmd, a.root, a.out, a.splits, size=a.size, quality=a.quality,
+                                  workers=a.workers, max_bad=a.max_bad, progress=not a.no_progress)
+    except DatasetError as e:
+        print(f"lacol-convert: {e}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(f"{r.path}: {r.num_samples} images, {len(r.skipped)} skipped, {len(r.converted)} converted "
+              f"to RGB ({r.images_per_s:,.0f} images/s, {r.seconds:.1f} s)")
+    return 0
+
+
+def _splits(dataset: str):
+    from tools.beton import SPLITS
+
+    return SPLITS[dataset]
 
 
 if __name__ == "__main__":

@@ -82,8 +82,22 @@ class Split:
     def subset(self, indices: np.ndarray) -> "Split":
         """A split of the given rows (for quick runs); indices refer to this split."""
         idx = np.asarray(indices)
+        extra = dict(self.extra)
+        # rows of the full split, so a converted copy of it (a .beton) maps back
+        extra["source_index"] = self.source_index[idx]
+        extra["source_len"] = self.source_len
         return replace(
             self, labels=self.labels[idx], clean_labels=self.clean_labels[idx],
             images=None if self.images is None else self.images[idx],
-            files=None if self.files is None else [self.files[i] for i in idx], extra=dict(self.extra),
+            files=None if self.files is None else [self.files[i] for i in idx], extra=extra,
         )
+
+    @property
+    def source_index(self) -> np.ndarray:
+        """(N,) each row's index in the full split it was taken from (``subset``)."""
+        return self.extra.get("source_index", np.arange(len(self)))
+
+    @property
+    def source_len(self) -> int:
+        """Length of the full split this one was taken from."""
+        return self.extra.get("source_len", len(self))

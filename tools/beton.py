@@ -1,0 +1,266 @@
+"""Dataset splits to FFCV .beton files (``lacol-convert DATASET --to ffcv``).
+
+Fields, in order: ``image``, ``label`` (the split's labels: noisy for Clothing1M's noisy_train),
+``clean_label`` (-1 where unknown) and ``index`` (the row of the source split, so a loader maps a
+sample back to the labels training uses, synthetic noise included).
+
+Images:
+- in-memory datasets (Fashion-MNIST, CIFAR) are stored raw, as ``NDArrayField`` uint8 (H, W, C);
+- file datasets (Clothing1M) are decoded once, resized (shorter side to ``size``, bilinear, the
+  central ``size`` x ``size`` square kept: ``pipelines.torch_loader.decode_square``, the same
+  decode the reference backend does) and re-encoded as JPEG of ``quality`` into an
+  ``RGBImageField``, so every stored image has one shape and decodes in well under a millisecond.
+
+A file conversion runs in two passes. Pass 1 (parallel over ``workers`` processes, the cost):
+decode, resize and encode each image into a temporary blob; images that cannot be decoded are
+skipped and listed. Pass 2: FFCV's writer copies the encoded bytes of the good images into the
+.beton. Everything is written under temporary names and renamed at the end, so an interrupted
+conversion never leaves a file that looks complete. Beside ``X.beton``: ``X.beton.json`` (what
+is stored and how) and ``X.report.json`` (skipped and converted files).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import types
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipelines.sources import DatasetError, Split, load_split
+from pipelines.torch_loader import open_square
+
+FORMAT = "lacol-ffcv/1"
+SPLITS = {"clothing1m": ("noisy_train", "clean_train", "clean_val", "clean_test"),
+          "fashion_mnist": ("train", "test"), "cifar10": ("train", "test"), "cifar100": ("train", "test")}
+
+
+def beton_path(out_dir: str | Path, dataset: str, split: str) -> Path:
+    """Where the converter writes (and the ffcv backend looks for) one split."""
+    return Path(out_dir) / f"{dataset}_{split}.beton"
+
+
+@dataclass
+class ConvertResult:
+    path: Path
+    num_samples: int
+    skipped: list[dict] = field(default_factory=list)
+    converted: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.num_samples + len(self.skipped)) / max(self.seconds, 1e-9)
+
+
+# ------------------------------------------------------------------------- pass 1: decode
+
+def encode_file(args) -> tuple[bytes | None, str, str]:
+    """(JPEG bytes or None, status, detail) of one image file; status: ok | converted | skipped."""
+    path, size, quality = args
+    try:
+        if os.path.getsize(path) == 0:
+            return None, "skipped", "zero-byte file"
+        pixels, fmt, mode = open_square(path, size)
+    except FileNotFoundError:
+        return None, "skipped", "missing file"
+    except Exception as e:  # truncated, corrupt, not an image: PIL's message says which
+        return None, "skipped", f"{type(e).__name__}: {e}"
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=quality)
+    notes = []
+    if fmt != "JPEG":
+        notes.append(f"{fmt} data in a {Path(path).suffix or 'suffixless'} file")
+    if mode != "RGB":
+        notes.append(f"{mode} converted to RGB")
+    return buf.getvalue(), ("converted" if notes else "ok"), "; ".join(notes)
+
+
+# --------------------------------------------------------------------- pass 2: the writer
+
+def _write_jpeg_bytes(self, destination, value, malloc) -> None:
+    """RGBImageField.encode for bytes already encoded in pass 1: (uint8 array, height, width)."""
+    data, height, width = value
+    destination["mode"] = 0  # ffcv's IMAGE_MODES["jpg"]
+    destination["height"], destination["width"] = height, width
+    destination["data_ptr"], storage = malloc(data.nbytes)
+    storage[:] = data
+
+
+class _Samples:
+    """The indexable dataset FFCV's writer reads: (image, label, clean label, index) per row."""
+
+    def __init__(self, split: Split, blob: Path | None = None, offsets: np.ndarray | None = None,
+                 size: int = 0):
+        self.split, self.blob_path, self.offsets, self.size = split, blob, offsets, size
+        self.blob = None
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        s = self.split
+        if s.images is not None:
+            image = s.images[i]
+        else:
+            if self.blob is None:  # opened in the writer's worker process
+                self.blob = np.memmap(self.blob_path, dtype=np.uint8, mode="r")
+            image = (np.asarray(self.blob[self.offsets[i]:self.offsets[i + 1]]), self.size, self.size)
+        return image, int(s.labels[i]), int(s.clean_labels[i]), int(i)
+
+
+class _RichTqdm:
+    """Stands in for the tqdm bar inside ffcv.writer, reporting to a rich progress task."""
+
+    progress = None
+    task = None
+
+    def __init__(self, total=None, **_):
+        if self.progress is not None:
+            self.progress.update(self.task, total=total, completed=0)
+
+    def update(self, n: int = 1) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, n)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    class Rate(TextColumn):
+        def __init__(self):
+            super().__init__("")
+
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return f"{speed:,.0f} img/s" if speed else "- img/s"
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled)
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def convert_split(split: Split, dataset: str, split_name: str, out: str | Path, *, size: int = 256,
+                  quality: int = 90, workers: int | None = None, max_bad: float = 0.01,
+                  progress: bool = True) -> ConvertResult:
+    """Write ``split`` to the .beton ``out`` (and its two sidecar files); see the module doc."""
+    from ffcv import writer as ffcv_writer
+    from ffcv.fields import IntField, NDArrayField, RGBImageField
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    blob = out.with_name(out.name + f".jpeg-tmp-{os.getpid()}")
+    result = ConvertResult(out, 0)
+    t0 = time.perf_counter()
+    n = len(split)
+    try:
+        with _progress(progress) as bar:
+            good = np.arange(n)
+            if split.images is None:
+                image_field = RGBImageField(write_mode="jpg", jpeg_quality=quality)
+                image_field.encode = types.MethodType(_write_jpeg_bytes, image_field)
+                task = bar.add_task(f"{dataset}/{split_name}: decode", total=n)
+                offsets = np.zeros(n + 1, dtype=np.int64)
+                ok = np.ones(n, dtype=bool)
+                jobs = ((str(split.path(i)), size, quality) for i in range(n))
+                with open(blob, "wb") as f, ProcessPoolExecutor(workers) as pool:
+                    for i, (data, status, detail) in enumerate(pool.map(encode_file, jobs, chunksize=32)):
+                        if data is None:
+                            ok[i] = False
+                            result.skipped.append({"index": i, "file": split.files[i], "reason": detail})
+                        else:
+                            f.write(data)
+                            if status == "converted":
+                                result.converted.append({"index": i, "file": split.files[i], "note": detail})
+                        offsets[i + 1] = offsets[i] + (0 if data is None else len(data))
+                        bar.advance(task)
+                good = np.flatnonzero(ok)
+                samples = _Samples(split, blob, offsets, size)
+                image_meta = {"storage": "jpeg", "quality": quality, "size": [size, size, 3],
+                              "resize": f"shorter side to {size} (bilinear, JPEG draft scaling first), "
+                                        f"central {size}x{size} kept",
+                              "encoder": f"Pillow {Image.__version__}"}
+            else:
+                shape = split.images.shape[1:]
+                image_field = NDArrayField(np.dtype("uint8"), shape)
+                samples = _Samples(split)
+                image_meta = {"storage": "raw", "size": list(shape)}
+            report = {"dataset": dataset, "split": split_name, "source_images": n,
+                      "written": int(len(good)), "skipped": result.skipped, "converted": result.converted}
+            _atomic_json(out.with_name(out.stem + ".report.json"), report)
+            bad = len(result.skipped) / max(n, 1)
+            if bad > max_bad:
+                raise DatasetError(
+                    f"{dataset}/{split_name}: {len(result.skipped)} of {n} images ({bad:.2%}) could not be "
+                    f"decoded, more than --max-bad {max_bad:.2%}; the files are listed in "
+                    f"{out.with_name(out.stem + '.report.json')} (fix or remove them, or raise --max-bad)")
+            if len(good) == 0:
+                raise DatasetError(f"{dataset}/{split_name}: no image could be decoded; see the report")
+            fields = {"image": image_field, "label": IntField(), "clean_label": IntField(), "index": IntField()}
+            _RichTqdm.progress, _RichTqdm.task = bar, bar.add_task(f"{dataset}/{split_name}: write .beton",
+                                                                   total=len(good))
+            saved_tqdm, ffcv_writer.tqdm = ffcv_writer.tqdm, _RichTqdm
+            try:
+                w = ffcv_writer.DatasetWriter(str(tmp), fields, num_workers=min(workers, 4))
+                w.from_indexed_dataset(samples, indices=good, chunksize=256)
+            finally:
+                ffcv_writer.tqdm = saved_tqdm
+                _RichTqdm.progress = None
+        result.num_samples = int(len(good))
+        result.seconds = time.perf_counter() - t0
+        meta = {"format": FORMAT, "dataset": dataset, "split": split_name, "num_samples": result.num_samples,
+                "source_images": n, "source": str(split.root) if split.root else split.name,
+                "fields": {"image": type(image_field).__name__, "label": "IntField",
+                           "clean_label": "IntField (-1: unknown)", "index": "IntField (row of the source split)"},
+                "image": image_meta, "classes": list(split.classes), "skipped": len(result.skipped),
+                "converted": len(result.converted), "seconds": round(result.seconds, 2),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _atomic_json(out.with_name(out.name + ".json"), meta)
+        os.replace(tmp, out)  # last: the .beton only appears complete
+    finally:
+        for p in (tmp, blob):
+            p.unlink(missing_ok=True)
+    return result
+
+
+def convert_dataset(dataset: str, root: str | Path | None, out_dir: str | Path, splits=None,
+                    **kw) -> list[ConvertResult]:
+    """Every split of a dataset (or ``splits``) to ``out_dir/{dataset}_{split}.beton``."""
+    results = []
+    for name in splits or SPLITS[dataset]:
+        split = load_split(dataset, name, root)
+        results.append(convert_split(split, dataset, name, beton_path(out_dir, dataset, name), **kw))
+    return results
+
+
+def read_meta(path: str | Path) -> dict:
+    """The sidecar of a .beton; a clear error when the file or its sidecar is missing."""
+    path = Path(path)
+    side = path.with_name(path.name + ".json")
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such .beton; make it with `lacol-convert DATASET --to ffcv "
+                           f"--root ROOT --out {path.parent}`")
+    if not side.is_file():
+        raise DatasetError(f"{side}: missing; {path} was not written by lacol-convert (or is incomplete): "
+                           f"convert again")
+    meta = json.loads(side.read_text())
+    if meta.get("format") != FORMAT:
+        raise DatasetError(f"{side}: format {meta.get('format')!r}, expected {FORMAT!r}: convert again")
+    return meta
