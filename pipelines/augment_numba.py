@@ -152,7 +152,7 @@ def _warp(src, m, size, dst):
                 dflat[base + x * c + k] = sflat[a + k] if a >= 0 else 0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"})
 def _crop_rows(src, t, l, flip, size, dst, normalise, srow, shrow):
     """The size x size window of src at (t, l), flipped if ``flip``, outside -> pixel 0; written
     into dst as uint8 (``normalise`` False) or as normalised float32 (True: srow, shrow are the
@@ -161,6 +161,7 @@ def _crop_rows(src, t, l, flip, size, dst, normalise, srow, shrow):
     row = size * c
     sflat, dflat = src.reshape(-1), dst.reshape(-1)
     x0, x1 = max(l, 0), min(l + size, w)  # source columns inside
+    tmp = np.empty(row, np.float32)
     for y in range(size):
         yy, base = t + y, y * row
         inside = 0 <= yy < h and x0 < x1
@@ -169,24 +170,36 @@ def _crop_rows(src, t, l, flip, size, dst, normalise, srow, shrow):
                 dflat[base + j] = shrow[j] if normalise else 0
         if not inside:
             continue
-        for xx in range(x0, x1):
-            ox = xx - l
-            if flip:
-                ox = size - 1 - ox
-            s0, d0 = (yy * w + xx) * c, base + ox * c
-            for k in range(c):
-                if normalise:
-                    dflat[d0 + k] = np.float32(np.float64(sflat[s0 + k]) * srow[k] + shrow[k])
-                else:
-                    dflat[d0 + k] = sflat[s0 + k]
+        s0 = (yy * w + x0) * c
+        count = (x1 - x0) * c
+        if not flip:  # one contiguous run: a loop the compiler vectorises
+            d0 = base + (x0 - l) * c
+            if normalise:  # contracted to one fused multiply-add, as torch's addcmul
+                for j in range(count):
+                    dflat[d0 + j] = np.float32(sflat[s0 + j]) * srow[j] + shrow[j]
+            else:
+                for j in range(count):
+                    dflat[d0 + j] = sflat[s0 + j]
+            continue
+        # flipped: the run converted contiguously (vectorised), then its pixels laid down reversed
+        d_end = base + (size - (x0 - l)) * c  # one past the last output value of the run
+        if normalise:
+            for j in range(count):
+                tmp[j] = np.float32(sflat[s0 + j]) * srow[j] + shrow[j]
+            for p in range(0, count, c):
+                for k in range(c):
+                    dflat[d_end - c - p + k] = tmp[p + k]
+        else:
+            for p in range(0, count, c):
+                for k in range(c):
+                    dflat[d_end - c - p + k] = sflat[s0 + p + k]
 
 
 @njit(cache=True, parallel=True)
 def _views(x, chunks, size, crop_rrc, top, left, flip, ops, values, inv, moved, cut_half, cy, cx, scale, shift, out):
     b, h, w, c = x.shape
     nops = ops.shape[1]
-    # torch's addcmul rounds once: the exact product in float64, one rounding to float32
-    srow, shrow = np.empty(size * c), np.empty(size * c)
+    srow, shrow = np.empty(size * c, np.float32), np.empty(size * c, np.float32)
     for j in range(size * c):
         srow[j], shrow[j] = scale[j % c], shift[j % c]
     side = max(h * w, size * size) * c
