@@ -29,6 +29,8 @@ test: install
 
 bench-data: install
 	lacol-convert fmnist-clothing1m --out data/bench_clothing1m --num-train 2048
+	lacol-convert clothing1m --to ffcv --root data/bench_clothing1m --out data/bench_clothing1m/ffcv --splits noisy_train
 
 bench: bench-data
-	lacol-bench loader --root data/bench_clothing1m
+	lacol-bench loader --root data/bench_clothing1m --backends peer,torch,ffcv
+	lacol-bench convert --root data/bench_clothing1m
