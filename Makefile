@@ -15,7 +15,7 @@ apt:
 
 pip:
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,ffcv]'
+	$(PIP) install -q -e '.[dev,ffcv,dali]'
 
 install: apt pip
 

@@ -27,7 +27,7 @@ class DataConfig:
     """Dataset folder; None means the dataset's default place (see README, Data)."""
     backend: str = "torch"
     """Loaders: torch (the reference) | ffcv (reads ``ffcv_dir/{dataset}_{split}.beton``, made by
-    ``lacol-convert DATASET --to ffcv``)."""
+    ``lacol-convert DATASET --to ffcv``) | dali (GPU decode and views; CPU mode without a GPU)."""
     ffcv_dir: str = "data/ffcv"
     """backend=ffcv: the folder of the .beton files."""
     ffcv_order: str = "quasi_random"
@@ -36,6 +36,9 @@ class DataConfig:
     os_cache: bool = True
     """backend=ffcv: read through the OS page cache (True) or FFCV's own process cache (False,
     with quasi_random for datasets larger than RAM)."""
+    dali_dir: str = "data/dali"
+    """backend=dali, file datasets: the folder of the checked file lists
+    (``lacol-convert clothing1m --to dali``)."""
     noise: str = "instance"
     """Synthetic label noise on the training labels: none | symmetric | asymmetric | instance |
     cifar-n:KEY. Clothing1M's labels are already noisy: use none."""
@@ -170,7 +173,7 @@ class Config:
     def validate(self) -> "Config":
         d, m, l, o, t = self.data, self.model, self.loss, self.optim, self.train
         _choice("data.dataset", d.dataset, ("fashion_mnist", "cifar10", "cifar100", "clothing1m"))
-        _choice("data.backend", d.backend, ("torch", "ffcv"))
+        _choice("data.backend", d.backend, ("torch", "ffcv", "dali"))
         _choice("data.ffcv_order", d.ffcv_order, ("quasi_random", "random"))
         if d.noise not in ("none", "symmetric", "asymmetric", "instance") and not d.noise.startswith("cifar-n"):
             _choice("data.noise", d.noise, ("none", "symmetric", "asymmetric", "instance", "cifar-n:KEY"))

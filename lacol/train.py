@@ -95,6 +95,21 @@ def _beton(cfg: Config, split_name: str) -> Path:
     return beton_path(cfg.data.ffcv_dir, cfg.data.dataset, split_name)
 
 
+def _dali_rows(cfg: Config, split: Split):
+    """File datasets: the rows of the checked list (``lacol-convert DATASET --to dali``), mapped
+    to this split's rows (it may be a subset); in-memory datasets: all rows."""
+    if split.files is None:
+        return None
+    from tools.beton import list_path, read_file_list
+
+    name = split.name.split("/")[-1]
+    listed = np.zeros(split.source_len, dtype=bool)
+    # the list names rows of the full split; a subset keeps the rows it has
+    full = load_split(cfg.data.dataset, name, cfg.data.root) if split.source_len != len(split) else split
+    listed[read_file_list(list_path(cfg.data.dali_dir, cfg.data.dataset, name), full)] = True
+    return np.flatnonzero(listed[split.source_index])
+
+
 def make_train_loader(cfg: Config, split: Split, device, rank: int, world: int):
     d = cfg.data
     if d.backend == "ffcv":
@@ -103,6 +118,12 @@ def make_train_loader(cfg: Config, split: Split, device, rank: int, world: int):
         return FfcvLoader(split, _beton(cfg, TRAIN_SPLIT.get(d.dataset, "train")), views_for(cfg),
                           batch_size=d.batch_size, device=device, rank=rank, world=world, seed=cfg.train.seed,
                           num_workers=d.num_workers, order=d.ffcv_order, os_cache=d.os_cache)
+    if d.backend == "dali":
+        from pipelines.dali_loader import DaliLoader
+
+        return DaliLoader(split, views_for(cfg), batch_size=d.batch_size, device=device, rank=rank, world=world,
+                          seed=cfg.train.seed, num_workers=d.num_workers, decode_size=d.decode_size,
+                          rows=_dali_rows(cfg, split))
     return TorchLoader(split, views_for(cfg), batch_size=d.batch_size, device=device, rank=rank, world=world,
                        seed=cfg.train.seed, num_workers=d.num_workers, image_size=d.decode_size)
 
@@ -115,6 +136,12 @@ def make_eval_loader(cfg: Config, split: Split, device, rank: int, world: int):
         return FfcvEvalLoader(split, _beton(cfg, split.name.split("/")[-1]), size=d.image_size,
                               batch_size=d.eval_batch_size, device=device, rank=rank, world=world,
                               num_workers=d.num_workers, os_cache=d.os_cache)
+    if d.backend == "dali":
+        from pipelines.dali_loader import DaliEvalLoader
+
+        return DaliEvalLoader(split, size=d.image_size, batch_size=d.eval_batch_size, device=device, rank=rank,
+                              world=world, num_workers=d.num_workers, decode_size=d.decode_size,
+                              rows=_dali_rows(cfg, split))
     return TorchEvalLoader(split, size=d.image_size, batch_size=d.eval_batch_size, device=device, rank=rank,
                            world=world, num_workers=d.num_workers, image_size=d.decode_size)
 

@@ -1,7 +1,8 @@
 """lacol-bench: throughput benchmarks, every contender measured side by side in one run.
 
-    lacol-bench loader --root data/bench_clothing1m [--backends torch,peer] [--batches 20]
+    lacol-bench loader --root data/bench_clothing1m [--backends peer,torch,ffcv,dali] [--batches 20]
         samples/s of three views (weak + 2 RandAugment) at 224 px from Clothing1M-layout JPEGs
+        (dali: on the GPU when there is one, else DALI's CPU mode)
     lacol-bench convert --root data/bench_clothing1m [--split noisy_train] [--workers 2]
         images/s of converting a Clothing1M-layout split to a .beton (decode, resize, encode, write)
     lacol-bench parse --lines 1000000
@@ -42,6 +43,17 @@ def _ffcv_loader(split, a):
                       order=a.ffcv_order)
 
 
+def _dali_loader(split, a):
+    from pipelines.augment import lacol_views
+    from pipelines.dali_loader import DaliLoader
+    from tools.beton import list_path, read_file_list
+
+    rows = read_file_list(list_path(a.dali_dir or os.path.join(a.root, "dali"), "clothing1m", "noisy_train"), split)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return DaliLoader(split, lacol_views(224), batch_size=a.batch_size, num_workers=a.workers, rows=rows,
+                      device=device)
+
+
 def bench_loader(a) -> int:
     from pipelines.augment import lacol_views
     from pipelines.sources import load_split
@@ -61,6 +73,7 @@ def bench_loader(a) -> int:
         "torch-augment-in-main": lambda: TorchLoader(split, lacol_views(224), batch_size=a.batch_size,
                                                      num_workers=a.workers, augment_in="device"),
         "ffcv": lambda: _ffcv_loader(split, a),
+        "dali": lambda: _dali_loader(split, a),
     }
     unknown = set(a.backends) - set(makers)
     if unknown:
@@ -141,6 +154,8 @@ def main(argv=None) -> int:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--ffcv-dir", default=None, help="where clothing1m_noisy_train.beton is (default ROOT/ffcv; "
                    "make it with lacol-convert clothing1m --to ffcv --root ROOT --out ROOT/ffcv)")
+    s.add_argument("--dali-dir", default=None, help="where clothing1m_noisy_train.dali.txt is (default ROOT/dali; "
+                   "make it with lacol-convert clothing1m --to dali --root ROOT --out ROOT/dali)")
     s.add_argument("--ffcv-order", default="quasi_random", choices=("quasi_random", "random"))
     s = sub.add_parser("parse", help="seconds to read a Clothing1M-size split's label lists")
     s.add_argument("--lines", type=int, default=1_000_000)

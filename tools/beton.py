@@ -62,7 +62,8 @@ class ConvertResult:
 # ------------------------------------------------------------------------- pass 1: decode
 
 def encode_file(args) -> tuple[bytes | None, str, str]:
-    """(JPEG bytes or None, status, detail) of one image file; status: ok | converted | skipped."""
+    """(JPEG bytes or None, status, detail) of one image file; status: ok | converted | skipped.
+    ``quality`` None: only check that the file decodes (b"" for a good file)."""
     path, size, quality = args
     try:
         if os.path.getsize(path) == 0:
@@ -73,13 +74,55 @@ def encode_file(args) -> tuple[bytes | None, str, str]:
     except Exception as e:  # truncated, corrupt, not an image: PIL's message says which
         return None, "skipped", f"{type(e).__name__}: {e}"
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=quality)
+    if quality is not None:
+        Image.fromarray(pixels).save(buf, "JPEG", quality=quality)
     notes = []
     if fmt != "JPEG":
         notes.append(f"{fmt} data in a {Path(path).suffix or 'suffixless'} file")
     if mode != "RGB":
         notes.append(f"{mode} converted to RGB")
     return buf.getvalue(), ("converted" if notes else "ok"), "; ".join(notes)
+
+
+def decode_pass(split: Split, title: str, bar, result: "ConvertResult", workers: int, size_quality,
+                blob: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every file of ``split`` in parallel (``encode_file``), recording skipped and
+    converted files in ``result``; with ``blob``, the encoded bytes are appended to it.
+    Returns (ok per row, byte offsets into the blob)."""
+    n = len(split)
+    task = bar.add_task(title, total=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    ok = np.ones(n, dtype=bool)
+    jobs = ((str(split.path(i)), *size_quality) for i in range(n))
+    with open(blob or os.devnull, "wb") as f, ProcessPoolExecutor(workers) as pool:
+        for i, (data, status, detail) in enumerate(pool.map(encode_file, jobs, chunksize=32)):
+            if data is None:
+                ok[i] = False
+                result.skipped.append({"index": i, "file": split.files[i], "reason": detail})
+            else:
+                f.write(data)
+                if status == "converted":
+                    result.converted.append({"index": i, "file": split.files[i], "note": detail})
+            offsets[i + 1] = offsets[i] + (0 if data is None else len(data))
+            bar.advance(task)
+    return ok, offsets
+
+
+def write_report(out: Path, dataset: str, split_name: str, n: int, written: int, result: "ConvertResult",
+                 max_bad: float) -> None:
+    """``out``'s report (skipped and converted files) beside it; fails past ``max_bad``."""
+    report = {"dataset": dataset, "split": split_name, "source_images": n, "written": int(written),
+              "skipped": result.skipped, "converted": result.converted}
+    path = out.with_name(out.name.split(".")[0] + ".report.json")
+    _atomic_json(path, report)
+    bad = len(result.skipped) / max(n, 1)
+    if bad > max_bad:
+        raise DatasetError(
+            f"{dataset}/{split_name}: {len(result.skipped)} of {n} images ({bad:.2%}) could not be "
+            f"decoded, more than --max-bad {max_bad:.2%}; the files are listed in {path} "
+            f"(fix or remove them, or raise --max-bad)")
+    if written == 0:
+        raise DatasetError(f"{dataset}/{split_name}: no image could be decoded; see {path}")
 
 
 # --------------------------------------------------------------------- pass 2: the writer
@@ -176,21 +219,8 @@ def convert_split(split: Split, dataset: str, split_name: str, out: str | Path, 
             if split.images is None:
                 image_field = RGBImageField(write_mode="jpg", jpeg_quality=quality)
                 image_field.encode = types.MethodType(_write_jpeg_bytes, image_field)
-                task = bar.add_task(f"{dataset}/{split_name}: decode", total=n)
-                offsets = np.zeros(n + 1, dtype=np.int64)
-                ok = np.ones(n, dtype=bool)
-                jobs = ((str(split.path(i)), size, quality) for i in range(n))
-                with open(blob, "wb") as f, ProcessPoolExecutor(workers) as pool:
-                    for i, (data, status, detail) in enumerate(pool.map(encode_file, jobs, chunksize=32)):
-                        if data is None:
-                            ok[i] = False
-                            result.skipped.append({"index": i, "file": split.files[i], "reason": detail})
-                        else:
-                            f.write(data)
-                            if status == "converted":
-                                result.converted.append({"index": i, "file": split.files[i], "note": detail})
-                        offsets[i + 1] = offsets[i] + (0 if data is None else len(data))
-                        bar.advance(task)
+                ok, offsets = decode_pass(split, f"{dataset}/{split_name}: decode", bar, result, workers,
+                                          (size, quality), blob)
                 good = np.flatnonzero(ok)
                 samples = _Samples(split, blob, offsets, size)
                 image_meta = {"storage": "jpeg", "quality": quality, "size": [size, size, 3],
@@ -202,17 +232,7 @@ def convert_split(split: Split, dataset: str, split_name: str, out: str | Path, 
                 image_field = NDArrayField(np.dtype("uint8"), shape)
                 samples = _Samples(split)
                 image_meta = {"storage": "raw", "size": list(shape)}
-            report = {"dataset": dataset, "split": split_name, "source_images": n,
-                      "written": int(len(good)), "skipped": result.skipped, "converted": result.converted}
-            _atomic_json(out.with_name(out.stem + ".report.json"), report)
-            bad = len(result.skipped) / max(n, 1)
-            if bad > max_bad:
-                raise DatasetError(
-                    f"{dataset}/{split_name}: {len(result.skipped)} of {n} images ({bad:.2%}) could not be "
-                    f"decoded, more than --max-bad {max_bad:.2%}; the files are listed in "
-                    f"{out.with_name(out.stem + '.report.json')} (fix or remove them, or raise --max-bad)")
-            if len(good) == 0:
-                raise DatasetError(f"{dataset}/{split_name}: no image could be decoded; see the report")
+            write_report(out, dataset, split_name, n, len(good), result, max_bad)
             fields = {"image": image_field, "label": IntField(), "clean_label": IntField(), "index": IntField()}
             _RichTqdm.progress, _RichTqdm.task = bar, bar.add_task(f"{dataset}/{split_name}: write .beton",
                                                                    total=len(good))
@@ -264,3 +284,51 @@ def read_meta(path: str | Path) -> dict:
     if meta.get("format") != FORMAT:
         raise DatasetError(f"{side}: format {meta.get('format')!r}, expected {FORMAT!r}: convert again")
     return meta
+
+
+# ---------------------------------------------------------------------- DALI file lists
+
+def list_path(out_dir: str | Path, dataset: str, split: str) -> Path:
+    """Where ``--to dali`` writes (and the dali backend looks for) one split's file list."""
+    return Path(out_dir) / f"{dataset}_{split}.dali.txt"
+
+
+def convert_file_list(split: Split, dataset: str, split_name: str, out: str | Path, *,
+                      workers: int | None = None, max_bad: float = 0.01, progress: bool = True,
+                      size: int = 256) -> ConvertResult:
+    """``lacol-convert clothing1m --to dali``: every image is decoded once (in parallel) to find
+    the ones DALI's decoder would fail on; the others are listed, one ``relative/path row`` line
+    each (DALI's file_list format, the row of the split as the label), in ``out``, with the same
+    report as the .beton conversion beside it. Written under a temporary name and renamed."""
+    if split.files is None:
+        raise DatasetError(f"{dataset}: in-memory data needs no file list (the dali backend reads its arrays)")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = ConvertResult(out, 0)
+    t0 = time.perf_counter()
+    with _progress(progress) as bar:
+        ok, _ = decode_pass(split, f"{dataset}/{split_name}: check", bar, result, workers or os.cpu_count() or 1,
+                            (size, None))
+    good = np.flatnonzero(ok)
+    write_report(out, dataset, split_name, len(split), len(good), result, max_bad)
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    tmp.write_text("".join(f"{split.files[i]} {i}\n" for i in good))
+    os.replace(tmp, out)
+    result.num_samples, result.seconds = int(len(good)), time.perf_counter() - t0
+    return result
+
+
+def read_file_list(path: str | Path, split: Split) -> np.ndarray:
+    """The split rows a ``--to dali`` list names (checked against the split's files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file list; make it with `lacol-convert {split.name.split('/')[0]} "
+                           f"--to dali --root ROOT --out {path.parent}`")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        rel, _, row = line.rpartition(" ")
+        if not row.isdigit() or int(row) >= len(split) or split.files[int(row)] != rel:
+            raise DatasetError(f"{path}:{n}: {line!r} does not name a file of {split.name} with its row; "
+                               f"the list was made from other data: convert again")
+        rows.append(int(row))
+    return np.asarray(rows, dtype=np.int64)

@@ -5,6 +5,8 @@
     lacol-convert clothing1m --to ffcv --root data/clothing1m --out data/ffcv [--splits noisy_train,...]
     lacol-convert fashion_mnist|cifar10|cifar100 --to ffcv [--root ROOT] --out data/ffcv
         each split to OUT/{dataset}_{split}.beton (tools/beton.py: fields, image storage, reports)
+    lacol-convert clothing1m --to dali --root data/clothing1m --out data/dali
+        each split's decodable files to OUT/clothing1m_{split}.dali.txt, for the dali backend
 """
 from __future__ import annotations
 
@@ -32,9 +34,10 @@ def main(argv=None) -> int:
 
     for name, splits in SPLITS.items():
         s = sub.add_parser(name, help=f"{name} splits to another format")
-        s.add_argument("--to", choices=("ffcv",), required=True)
+        s.add_argument("--to", choices=("ffcv", "dali"), required=True,
+                       help="ffcv: .beton files; dali: checked file lists (file datasets) for the dali backend")
         s.add_argument("--root", default=None, help="dataset folder (default: the dataset's default place)")
-        s.add_argument("--out", default="data/ffcv", help="output folder")
+        s.add_argument("--out", default=None, help="output folder (default data/ffcv or data/dali)")
         s.add_argument("--splits", type=lambda v: v.split(","), default=list(splits),
                        help=f"comma-separated, of {','.join(splits)}")
         s.add_argument("--size", type=int, default=256, help="file datasets: stored square side")
@@ -68,15 +71,25 @@ def _convert(a) -> int:
     if bad:
         print(f"lacol-convert: {a.cmd} has no split(s) {bad}; choose from {','.join(_splits(a.cmd))}", file=sys.stderr)
         return 2
+    out = a.out or f"data/{a.to}"
     try:
-        results = convert_dataset(a.cmd, a.root, a.out, a.splits, size=a.size, quality=a.quality,
-                                  workers=a.workers, max_bad=a.max_bad, progress=not a.no_progress)
+        if a.to == "dali":
+            from pipelines.sources import load_split
+            from tools.beton import convert_file_list, list_path
+
+            results = [convert_file_list(load_split(a.cmd, name, a.root), a.cmd, name, list_path(out, a.cmd, name),
+                                         workers=a.workers, max_bad=a.max_bad, progress=not a.no_progress)
+                       for name in a.splits]
+        else:
+            results = convert_dataset(a.cmd, a.root, out, a.splits, size=a.size, quality=a.quality,
+                                      workers=a.workers, max_bad=a.max_bad, progress=not a.no_progress)
     except DatasetError as e:
         print(f"lacol-convert: {e}", file=sys.stderr)
         return 2
     for r in results:
-        print(f"{r.path}: {r.num_samples} images, {len(r.skipped)} skipped, {len(r.converted)} converted "
-              f"to RGB ({r.images_per_s:,.0f} images/s, {r.seconds:.1f} s)")
+        print(f"{r.path}: {r.num_samples} images, {len(r.skipped)} skipped, {len(r.converted)} "
+              f"{'converted to RGB' if a.to == 'ffcv' else 'not RGB JPEG (decodable)'} "
+              f"({r.images_per_s:,.0f} images/s, {r.seconds:.1f} s)")
     return 0
 
 

@@ -1,0 +1,219 @@
+"""DALI backend: one DALI graph per process decodes each image once and makes the three views
+from that decode, on the GPU (``device_id`` = the local GPU: nvJPEG through ``device="mixed"``,
+augmentation on the GPU) or on the CPU (``device_id=None``: what CI runs). A drop-in for the
+reference backend (``data.backend: dali``): ViewBatch/EvalBatch, labels from the split (synthetic
+noise applies), ``set_epoch(epoch, start)``.
+
+Graph: file datasets (Clothing1M) are read by ``fn.readers.file(files=..., labels=rows)`` from the
+list ``lacol-convert clothing1m --to dali`` checked (files DALI's decoder would fail on are left
+out and named in its report), decoded (shorter side to ``decode_size``, central square kept, as
+the reference); in-memory datasets (Fashion-MNIST, CIFAR) come from ``fn.external_source`` over
+their arrays. Weak view: crop (pad-and-crop via an out-of-bounds slice, or a random window, or
+random-resized) + flip. Strong views: the same with their own random draws, then
+``nvidia.dali.auto_aug.rand_augment`` (n = ``num_ops``, m = ``magnitude`` of 31 bins; DALI's op
+set and ranges, close to but not bit-equal with torchvision's). Normalised, HWC float, handed over
+as (B, C, H, W) channels_last.
+
+Order and sharding: each epoch's file list is the reference backend's order for this rank
+(``sharding.shard_indices``: one permutation per epoch dealt round-robin, equal full batches),
+given to the reader with ``random_shuffle=False`` and one shard. So DALI's own ``shard_id`` /
+``num_shards`` / ``stick_to_shard`` / ``pad_last_batch`` are not used: its reader shuffles
+through a buffer (``initial_fill``), not a permutation, its shards rotate between epochs unless
+stuck, and neither gives the same batches as the other backends nor a place to resume from.
+Resuming at batch ``start`` gives the same samples; the views of the resumed batches are drawn
+afresh (DALI's generators are per pipeline, not per batch).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .augment import ViewSpec, eval_view
+from .batch import EvalBatch, ViewBatch
+from .sharding import shard_indices
+from .sources.base import DatasetError, Split
+from .torch_loader import view_seed
+
+
+def _dali():
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError as e:
+        raise DatasetError("data.backend=dali needs DALI: pip install -e '.[dali]' (nvidia-dali-cuda130)") from e
+
+
+def _view(fn, types, img, spec: ViewSpec, hw: tuple[int, int], gray: bool):
+    """One view of ``img`` (uint8 HWC) as a DALI graph branch, up to (not including) normalising."""
+    h, w = hw
+    s = spec.size
+    if spec.crop == "center":
+        out = fn.crop(img, crop=(s, s))
+    elif spec.crop == "rrc":
+        out = fn.random_resized_crop(img, size=(s, s), random_area=list(spec.rrc_scale),
+                                     interp_type=types.INTERP_NN)
+    elif spec.pad:
+        ys = list(range(-spec.pad, h + spec.pad - s + 1))
+        xs = list(range(-spec.pad, w + spec.pad - s + 1))
+        start = fn.cast(fn.cat(fn.random.uniform(values=ys, shape=[1]), fn.random.uniform(values=xs, shape=[1])),
+                        dtype=types.INT32)
+        out = fn.slice(img, start=start, shape=[s, s], axes=[0, 1], out_of_bounds_policy="pad", fill_values=0)
+    else:
+        out = fn.crop(img, crop=(s, s), crop_pos_x=fn.random.uniform(range=(0.0, 1.0)),
+                      crop_pos_y=fn.random.uniform(range=(0.0, 1.0)))
+    if spec.flip and spec.crop != "center":
+        out = fn.flip(out, horizontal=fn.random.coin_flip())
+    if spec.randaugment:
+        from nvidia.dali.auto_aug import rand_augment
+
+        if gray:  # DALI's colour ops want RGB; a gray image stays gray through them
+            out = fn.color_space_conversion(out, image_type=types.GRAY, output_type=types.RGB)
+        out = rand_augment.rand_augment(out, n=spec.num_ops, m=spec.magnitude, shape=[s, s])
+        if gray:
+            out = fn.color_space_conversion(out, image_type=types.RGB, output_type=types.GRAY)
+    if spec.cutout > 0:
+        side = max(1, int(spec.cutout * s)) / s
+        anchor = fn.random.uniform(range=(-side / 2, 1 - side / 2), shape=[2])
+        out = fn.erase(out, anchor=anchor, shape=[side, side], normalized=True, axis_names="HW", fill_value=127)
+    return out
+
+
+class _Epochs:
+    """Builds one rank's DALI pipeline for an epoch's rows and runs it to ViewBatch-ready tensors."""
+
+    def __init__(self, split: Split, views, *, batch_size: int, device, num_workers: int, decode_size: int,
+                 rows: np.ndarray | None = None):
+        _dali()
+        self.split, self.views, self.batch_size = split, tuple(views), batch_size
+        self.device = torch.device(device)
+        self.num_workers, self.decode_size = num_workers, decode_size
+        self.rows = np.arange(len(split)) if rows is None else rows  # the rows the backend may read
+        self.gray = split.channels == 1
+        self.hw = split.images.shape[1:3] if split.images is not None else (decode_size, decode_size)
+
+    def run(self, order: np.ndarray, seed: int):
+        """Yield (views as torch tensors, rows) for the rows ``order`` (a multiple of the batch
+        size, or the last batch short)."""
+        from nvidia.dali import fn, pipeline_def, types
+
+        if not len(order):
+            return
+        gpu = self.device.type == "cuda"
+        bs = self.batch_size
+        split = self.split
+
+        @pipeline_def(enable_conditionals=True)
+        def graph():
+            if split.images is None:
+                files = [str(split.path(i)) for i in order]
+                data, row = fn.readers.file(files=files, labels=[int(i) for i in order], random_shuffle=False,
+                                            name="reader")
+                img = fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)
+                img = fn.resize(img, resize_shorter=self.decode_size, antialias=True)
+                img = fn.crop(img, crop=(self.decode_size, self.decode_size))
+            else:
+                def batches(info):
+                    take = order[info.iteration * bs:(info.iteration + 1) * bs]
+                    if not len(take):
+                        raise StopIteration
+                    return list(split.images[take]), [np.array([t], dtype=np.int64) for t in take]
+
+                img, row = fn.external_source(source=batches, num_outputs=2, batch=True, batch_info=True,
+                                              layout=["HWC", ""], dtype=[types.UINT8, types.INT64])
+                if gpu:
+                    img = img.gpu()
+            mean = [float(m) for m in split.mean[:split.channels]]
+            std = [float(v) for v in split.std[:split.channels]]
+            outs = [fn.crop_mirror_normalize(_view(fn, types, img, spec, self.hw, self.gray), dtype=types.FLOAT,
+                                             output_layout="HWC", mean=mean, std=std) for spec in self.views]
+            return (*outs, row)
+
+        pipe = graph(batch_size=bs, num_threads=self.num_workers,
+                     device_id=(self.device.index or 0) if gpu else None, seed=seed % (2**31 - 1),
+                     prefetch_queue_depth=2)
+        pipe.build()
+        n_batches = -(-len(order) // bs)
+        for b in range(n_batches):
+            try:
+                out = pipe.run()
+            except RuntimeError as e:
+                if split.images is not None:
+                    raise
+                raise DatasetError(f"DALI failed on a batch of {split.name} ({e}); a file changed or was never "
+                                   f"checked: run lacol-convert {split.name.split('/')[0]} --to dali again") from e
+            tensors = [_to_torch(o, self.device) for o in out]
+            rows = tensors[-1].reshape(-1).long()
+            k = min(bs, len(order) - b * bs)  # the reader wraps around to fill a short last batch
+            yield [t[:k] for t in tensors[:-1]], rows[:k]
+        del pipe
+
+
+def _to_torch(out, device: torch.device) -> torch.Tensor:
+    """A DALI TensorList as one torch tensor on ``device`` (copied out of DALI's buffers, which
+    the next run reuses)."""
+    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+    t = out.as_tensor()
+    dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=device)
+    feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream() if device.type == "cuda" else None)
+    return dst
+
+
+class DaliLoader:
+    """Train loader: an iterable of ViewBatch for one rank, with ``__len__`` and ``set_epoch``.
+    ``rows``: the split rows to read (a checked file list; None: all)."""
+
+    def __init__(self, split: Split, views: tuple[ViewSpec, ...], *, batch_size: int,
+                 device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
+                 num_workers: int = 2, decode_size: int = 256, rows: np.ndarray | None = None,
+                 drop_last: bool = True):
+        self.epochs = _Epochs(split, views, batch_size=batch_size, device=device, num_workers=num_workers,
+                              decode_size=decode_size, rows=rows)
+        self.labels = torch.from_numpy(split.labels)
+        self.skipped = [] if rows is None else [str(split.files[i]) for i in np.setdiff1d(np.arange(len(split)), rows)]
+        self.batch_size, self.rank, self.world, self.seed, self.drop_last = batch_size, rank, world, seed, drop_last
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _order(self) -> np.ndarray:
+        rows = self.epochs.rows
+        take = shard_indices(len(rows), self.rank, self.world, self.epoch, self.seed, shuffle=True,
+                             drop_last=self.drop_last, batch_size=self.batch_size)
+        return rows[take]
+
+    def __len__(self) -> int:
+        return -(-len(self._order()) // self.batch_size)
+
+    def __iter__(self):
+        order = self._order()[self.start * self.batch_size:]
+        seed = view_seed(self.seed, self.epoch, self.rank) * 1_000_003 + self.start
+        dev = self.epochs.device
+        for views, rows in self.epochs.run(order, seed):
+            views = [v.permute(0, 3, 1, 2) for v in views]
+            weak, strong, strong2 = views if len(views) == 3 else (views[0], None, None)
+            yield ViewBatch(weak, strong, strong2, self.labels[rows.cpu()].to(dev), rows.to(dev))
+
+
+class DaliEvalLoader:
+    """Eval loader: centre views as EvalBatch, sequential, sharded without dropping (padding
+    repeats indices, which metrics deduplicate)."""
+
+    def __init__(self, split: Split, *, size: int, batch_size: int, device: str | torch.device = "cpu",
+                 rank: int = 0, world: int = 1, num_workers: int = 2, decode_size: int = 256,
+                 rows: np.ndarray | None = None):
+        self.epochs = _Epochs(split, [eval_view(size)], batch_size=batch_size, device=device,
+                              num_workers=num_workers, decode_size=decode_size, rows=rows)
+        self.labels = torch.from_numpy(split.labels)
+        rows = self.epochs.rows
+        self.order = rows[shard_indices(len(rows), rank, world, 0, 0, shuffle=False, drop_last=False,
+                                        batch_size=batch_size)]
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __iter__(self):
+        dev = self.epochs.device
+        for (image,), rows in self.epochs.run(self.order, 0):
+            yield EvalBatch(image.permute(0, 3, 1, 2), self.labels[rows.cpu()].to(dev), rows.to(dev))
