@@ -15,7 +15,7 @@ apt:
 
 pip:
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,ffcv,dali]'
+	$(PIP) install -q -e '.[dev,ffcv,dali,triton]'
 
 install: apt pip
 

@@ -113,7 +113,11 @@ class LossConfig:
     """Running batch-norm statistics of the concatenated three-view forward: weak (tracked on
     the weak third, the distribution evaluation sees) | mixed (all three views)."""
     kernel: str = "torch"
-    """L_MS / L_SC implementation: torch (reference)."""
+    """L_MS / L_SC implementation: torch (the eager reference) | triton (the fused kernels of
+    lacol/kernels/) | auto (triton on CUDA when it imports, else torch)."""
+    deterministic: bool = False
+    """Fused L_MS: sum the strong-embedding gradients through a reverse index (bitwise
+    reproducible) instead of atomic adds; also on when torch.use_deterministic_algorithms is."""
     gather: bool = False
     """All-gather embeddings (with gradients) and weak probabilities across processes, so negatives
     and L_SC span the global batch as on one large GPU."""
@@ -189,7 +193,7 @@ class Config:
         _choice("loss.ls_views", l.ls_views, (1, 2))
         _choice("loss.sc_similarity", l.sc_similarity, ("cosine", "dot"))
         _choice("loss.bn_stats", l.bn_stats, ("weak", "mixed", "per_view"))
-        _choice("loss.kernel", l.kernel, ("torch",))
+        _choice("loss.kernel", l.kernel, ("torch", "triton", "auto"))
         _choice("optim.schedule", o.schedule, ("cosine", "multistep"))
         _choice("train.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16", None))
         for key, v in (("data.batch_size", d.batch_size), ("optim.epochs", o.epochs),

@@ -6,6 +6,8 @@ of the weak and the two strong views, y the noisy labels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -120,6 +122,19 @@ def sc_loss(w_label: torch.Tensor, z_s: torch.Tensor, z_s2: torch.Tensor, tau: f
     return -(w_label * logp).sum() / (normaliser or z_s.shape[0])
 
 
+def fused_kernels(kernel: str, device: torch.device) -> bool:
+    """Whether ``loss.kernel`` selects the Triton kernels for tensors on ``device``."""
+    if kernel == "torch":
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        if kernel == "triton":
+            raise RuntimeError("loss.kernel=triton needs Triton: pip install -e '.[triton]'") from None
+        return False
+    return kernel == "triton" or device.type == "cuda"
+
+
 @dataclass
 class StepOutput:
     loss: torch.Tensor
@@ -211,13 +226,24 @@ class Method:
         if c.lambda_ms > 0:
             neg, valid = sample_negatives(y_all, c.num_negatives, generator)
             neg, valid = neg[offset: offset + b], valid[offset: offset + b]
-            l_ms = world * ms_loss(z_w, z_all, neg, valid, c.tau, normaliser=d.all_reduce(valid.sum().float()),
-                                   offset=offset)
+            ms = ms_loss
+            if fused_kernels(c.kernel, z_w.device):
+                from .kernels.ms import ms_loss_fused
+
+                ms = partial(ms_loss_fused, deterministic=c.deterministic or torch.are_deterministic_algorithms_enabled())
+            l_ms = world * ms(z_w, z_all, neg, valid, c.tau, normaliser=d.all_reduce(valid.sum().float()),
+                              offset=offset)
             loss = loss + c.lambda_ms * l_ms
             terms["ms"] = l_ms
         if c.lambda_sc > 0:
-            w_l = label_similarity(p_w, c.rho, c.sc_similarity, p_cols=p_all, offset=offset)
-            l_sc = world * sc_loss(w_l, z_s, z_s2, c.tau, z_cols=z_all, offset=offset, normaliser=b * d.world)
+            if fused_kernels(c.kernel, z_s.device):  # W_l and S made tile by tile, never stored
+                from .kernels.sc import sc_loss_fused
+
+                l_sc = world * sc_loss_fused(p_w, z_s, z_s2, c.rho, c.tau, c.sc_similarity, p_cols=p_all,
+                                             z_cols=z_all, offset=offset, normaliser=b * d.world)
+            else:
+                w_l = label_similarity(p_w, c.rho, c.sc_similarity, p_cols=p_all, offset=offset)
+                l_sc = world * sc_loss(w_l, z_s, z_s2, c.tau, z_cols=z_all, offset=offset, normaliser=b * d.world)
             loss = loss + c.lambda_sc * l_sc
             terms["sc"] = l_sc
         terms = {k: self._global_mean(v) for k, v in terms.items()}
