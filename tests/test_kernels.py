@@ -141,3 +141,11 @@ def test_method_dispatches_to_the_kernels():
         assert abs(ta[key].item() - tb[key].item()) <= 1e-5 * abs(ta[key].item())
     for u, v in zip(ga, gb):
         assert (u - v).abs().max() <= 1e-4 * max(u.abs().max().item(), 1e-8)
+
+
+def test_bench_kernel_runs(capsys):
+    from tools.bench import main as bench
+
+    assert bench(["kernel", "--ms-sizes", "64", "--sc-sizes", "64", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "L_MS" in out and "L_SC" in out

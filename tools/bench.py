@@ -5,6 +5,9 @@
         (dali: on the GPU when there is one, else DALI's CPU mode)
     lacol-bench convert --root data/bench_clothing1m [--split noisy_train] [--workers 2]
         images/s of converting a Clothing1M-layout split to a .beton (decode, resize, encode, write)
+    lacol-bench kernel [--ms-sizes 256,1024,4096,16384] [--sc-sizes 1024,4096,16384]
+        forward+backward ms and peak memory of L_MS (K=15, D=128) and L_SC: eager reference,
+        torch.compile'd reference and the fused Triton kernels (CUDA; on a CPU only the first two)
     lacol-bench parse --lines 1000000
         seconds to parse a Clothing1M-size noisy_train split (1M keys)
 """
@@ -139,6 +142,89 @@ def bench_convert(a) -> int:
     return 0
 
 
+def _time_fwd_bwd(fn, inputs, repeats: int, device: str) -> tuple[float, float]:
+    """(median ms of forward+backward, peak MiB above the inputs; nan on CPU)."""
+    import statistics
+
+    def once():
+        grads = torch.autograd.grad(fn(*inputs), [t for t in inputs if t.requires_grad])
+        return grads
+
+    once()  # compile / warm up
+    times = []
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(repeats):
+        t = time.perf_counter()
+        once()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1e3)
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else float("nan")
+    return statistics.median(times), peak
+
+
+def bench_kernel(a) -> int:
+    import torch.nn.functional as F
+
+    from lacol.losses import label_similarity, ms_loss, sample_negatives, sc_loss
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fused = device == "cuda"
+    if fused:
+        from lacol.kernels.ms import ms_loss_fused
+        from lacol.kernels.sc import sc_loss_fused
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
+    d, k, c, tau, rho = 128, 15, 14, 0.2, 0.8
+
+    def ms_ref(z_w, z_s, neg, valid):
+        return ms_loss(F.normalize(z_w.float(), dim=1), F.normalize(z_s.float(), dim=1), neg, valid, tau)
+
+    def sc_ref(p, z_s, z_s2):
+        return sc_loss(label_similarity(p, rho), z_s.float(), z_s2.float(), tau)
+
+    rows = []
+    for name, sizes in (("L_MS", a.ms_sizes), ("L_SC", a.sc_sizes)):
+        for b in sizes:
+            gen = torch.Generator(device).manual_seed(0)
+            if name == "L_MS":
+                labels = torch.randint(0, c, (b,), device=device, generator=gen)
+                neg, valid = sample_negatives(labels, k, gen)
+                z = [torch.randn(b, d, device=device, generator=gen, dtype=dtype).requires_grad_() for _ in range(2)]
+                inputs, ref = [*z, neg, valid], ms_ref
+                fast = (lambda z_w, z_s, neg, valid: ms_loss_fused(z_w, z_s, neg, valid, tau)) if fused else None
+            else:
+                p = torch.randn(b, c, device=device, generator=gen).softmax(1)
+                z = [F.normalize(torch.randn(b, d, device=device, generator=gen), dim=1).to(dtype).requires_grad_()
+                     for _ in range(2)]
+                inputs, ref = [p, *z], sc_ref
+                fast = (lambda p, z_s, z_s2: sc_loss_fused(p, z_s, z_s2, rho, tau)) if fused else None
+            contenders = {"eager": ref, "compiled": torch.compile(ref)}
+            if fast is not None:
+                contenders["fused"] = fast
+            res = {}
+            for label, fn in contenders.items():
+                try:
+                    res[label] = _time_fwd_bwd(fn, inputs, a.repeats, device)
+                except torch.OutOfMemoryError:
+                    res[label] = (float("nan"), float("nan"))
+                    torch.cuda.empty_cache()
+            rows.append((name, b, res))
+    gpu = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores; no fused kernels)"
+    table = Table(title=f"forward+backward, {a.dtype}, K={k}, D={d}, median of {a.repeats}: {gpu}")
+    for col in ("loss", "B", "eager ms", "compiled ms", "fused ms", "eager/fused", "compiled/fused",
+                "peak MiB eager", "peak MiB fused"):
+        table.add_column(col, justify="right")
+    for name, b, res in rows:
+        e, cpl, f = (res.get(x, (float("nan"), float("nan"))) for x in ("eager", "compiled", "fused"))
+        table.add_row(name, str(b), f"{e[0]:.3f}", f"{cpl[0]:.3f}", f"{f[0]:.3f}", f"{e[0] / f[0]:.2f}x",
+                      f"{cpl[0] / f[0]:.2f}x", f"{e[1]:.0f}", f"{f[1]:.0f}")
+    Console().print(table)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lacol-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,8 +249,14 @@ def main(argv=None) -> int:
     s.add_argument("--root", default="data/bench_clothing1m")
     s.add_argument("--split", default="noisy_train")
     s.add_argument("--workers", type=int, default=os.cpu_count())
+    s = sub.add_parser("kernel", help="fused L_MS / L_SC kernels beside the eager and compiled reference")
+    ints = lambda v: [int(x) for x in v.split(",")]  # noqa: E731
+    s.add_argument("--ms-sizes", type=ints, default=[256, 1024, 4096, 16384])
+    s.add_argument("--sc-sizes", type=ints, default=[1024, 4096, 16384])
+    s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    s.add_argument("--repeats", type=int, default=20)
     a = p.parse_args(argv)
-    return {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert}[a.cmd](a)
+    return {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert, "kernel": bench_kernel}[a.cmd](a)
 
 
 if __name__ == "__main__":
