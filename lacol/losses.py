@@ -11,7 +11,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .config import LossConfig
+from .config import ConfigError, LossConfig
 from .models import set_views
 
 
@@ -130,7 +130,7 @@ def fused_kernels(kernel: str, device: torch.device) -> bool:
         import triton  # noqa: F401
     except ImportError:
         if kernel == "triton":
-            raise RuntimeError("loss.kernel=triton needs Triton: pip install -e '.[triton]'") from None
+            raise ConfigError("loss.kernel=triton needs Triton: pip install -e '.[triton]'") from None
         return False
     return kernel == "triton" or device.type == "cuda"
 

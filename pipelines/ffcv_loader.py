@@ -83,8 +83,7 @@ class _BetonSource:
         if not np.array_equal(clean[pos[present]], split.clean_labels[present]):
             raise DatasetError(f"{self.path}: its clean labels differ from {split.name}'s: it was converted "
                                f"from other data; convert it again with lacol-convert")
-        self.rows = np.flatnonzero(present)  # split rows in the file
-        self.pos = pos[present]  # their positions in the file
+        self.pos = pos[present]  # the file positions of the split rows it holds
         missing = np.flatnonzero(~present)
         self.skipped = [str(split.files[i]) if split.files is not None else str(i) for i in missing]
         if missing.size:

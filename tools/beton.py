@@ -1,4 +1,5 @@
-"""Dataset splits to FFCV .beton files (``lacol-convert DATASET --to ffcv``).
+"""Dataset splits to FFCV .beton files (``lacol-convert DATASET --to ffcv``), and to checked file
+lists for the DALI backend (``--to dali``, at the end of this module).
 
 Fields, in order: ``image``, ``label`` (the split's labels: noisy for Clothing1M's noisy_train),
 ``clean_label`` (-1 where unknown) and ``index`` (the row of the source split, so a loader maps a
