@@ -249,6 +249,8 @@ def make_view(x: torch.Tensor, spec: ViewSpec, plan: ViewPlan, scale: torch.Tens
     else:
         inv, moved = np.zeros((b, 3, 3), np.float32), np.zeros(b, bool)
     cut = max(1, int(spec.cutout * spec.size)) // 2 if spec.cutout > 0 else -1
+    # as many threads as torch may use here (train.threads; 1 in a DataLoader worker)
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     _views(x.numpy(), max(1, min(b, 4 * numba.get_num_threads())), spec.size, rrc,
            none_i if rrc else plan.top.numpy(), none_i if rrc else plan.left.numpy(), flip, ops, values,
            inv, moved, cut, none_i if plan.cy is None else plan.cy.numpy(),

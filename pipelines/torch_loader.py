@@ -154,6 +154,14 @@ class _Batches:
             yield x, index, batch_no
 
 
+def _engine(split: Split) -> str:
+    """In-memory data is augmented in this process (no workers are forked): the numba engine
+    (bit-identical views, ~4x faster on 28 px batches) when it imports. Files are augmented in
+    forked DataLoader workers, where the torch engine stays: numba's thread pool is not
+    fork-safe once started."""
+    return "auto" if split.images is not None else "torch"
+
+
 class TorchLoader:
     """Train loader: an iterable of ViewBatch for one rank, with ``__len__`` and ``set_epoch``.
 
@@ -172,7 +180,7 @@ class TorchLoader:
             raise ValueError(f"augment_in {augment_in!r}: choose auto, device or workers")
         self.device = torch.device(device)
         self.labels = torch.from_numpy(split.labels)
-        self.augment = Augmenter(views, split.mean, split.std)
+        self.augment = Augmenter(views, split.mean, split.std, engine=_engine(split))
         if augment_in == "auto":
             augment_in = "workers" if split.images is None and self.device.type == "cpu" else "device"
         if augment_in == "workers" and split.images is not None:
@@ -219,7 +227,7 @@ class TorchEvalLoader:
         self.source = _Batches(split, batch_size=batch_size, rank=rank, world=world, seed=0,
                                shuffle=False, drop_last=False, num_workers=num_workers,
                                image_size=image_size)
-        self.augment = Augmenter([eval_view(size)], split.mean, split.std)
+        self.augment = Augmenter([eval_view(size)], split.mean, split.std, engine=_engine(split))
 
     def __len__(self) -> int:
         return len(self.source)
