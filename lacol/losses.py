@@ -84,7 +84,9 @@ def ms_loss(z_w: torch.Tensor, z_s: torch.Tensor, neg: torch.Tensor, valid: torc
     rows than ``z_w`` (a gathered global batch, this process's rows from ``offset``); ``neg``
     indexes its rows."""
     pos = (z_w * z_s[offset: offset + z_w.shape[0]]).sum(1, keepdim=True)
-    negs = torch.einsum("bd,bkd->bk", z_w, z_s[neg])
+    # index_select, not z_s[neg]: its backward (index_add_) is deterministic on a CPU, where the
+    # advanced-indexing backward (index_put_ with accumulate) is not with several threads
+    negs = torch.einsum("bd,bkd->bk", z_w, z_s.index_select(0, neg.reshape(-1)).view(*neg.shape, -1))
     logits = torch.cat([pos, negs], 1) / tau
     per_anchor = torch.logsumexp(logits, 1) - logits[:, 0]
     n = valid.sum() if normaliser is None else normaliser

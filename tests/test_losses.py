@@ -138,3 +138,19 @@ def test_warmup_and_ce_use_the_weak_view_only():
     expected = F.cross_entropy(model(weak, embed=False)[0], batch.label)
     assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     assert not Method(LossConfig(method="ce", warmup_epochs=0), 10).needs_strong(5)
+
+
+def test_ms_loss_gradients_are_repeatable_with_several_threads():
+    """z_s[neg]'s backward (index_put_ with accumulate) differed run to run on 2 CPU threads;
+    index_select's does not."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        z_w = F.normalize(torch.randn(64, 128, generator=gen), dim=1).requires_grad_()
+        z_s = F.normalize(torch.randn(64, 128, generator=gen), dim=1).requires_grad_()
+        neg, valid = sample_negatives(torch.randint(0, 10, (64,), generator=gen), 15, gen)
+        grads = [torch.autograd.grad(ms_loss(z_w, z_s, neg, valid, 0.2), (z_w, z_s)) for _ in range(8)]
+        assert all(torch.equal(a, b) for g in grads[1:] for a, b in zip(grads[0], g))
+    finally:
+        torch.set_num_threads(threads)
