@@ -37,7 +37,7 @@ from .torch_loader import batch_seed, view_seed
 
 log = logging.getLogger(__name__)
 
-ORDERS = ("quasi_random", "random", "sequential")
+ORDERS = ("quasi_random", "random")
 
 
 def _ffcv():
@@ -185,7 +185,7 @@ class FfcvLoader:
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
                  num_workers: int = 2, order: str = "quasi_random", os_cache: bool = True,
                  drop_last: bool = True, reuse: int = 3):
-        if order not in ORDERS[:2]:
+        if order not in ORDERS:
             raise ValueError(f"order {order!r}: choose quasi_random or random")
         self.device = torch.device(device)
         self.labels = torch.from_numpy(split.labels)
