@@ -31,7 +31,7 @@ import torch
 
 from .augment import Augmenter, ViewSpec, eval_view
 from .batch import EvalBatch, ViewBatch
-from .sharding import shard_indices
+from .sharding import deal, shard_indices
 from .sources.base import DatasetError, Split
 from .torch_loader import batch_seed, view_seed
 
@@ -145,15 +145,6 @@ def _make_ordered_loader():
     return OrderedLoader
 
 
-def _rank_order(order: np.ndarray, rank: int, world: int, drop_last: bool, batch_size: int) -> np.ndarray:
-    """Deal a global order round-robin to ranks, as ``shard_indices`` does."""
-    n = len(order)
-    if drop_last:
-        return order[rank::world][:(n // world) // batch_size * batch_size]
-    per_rank = -(-n // world)
-    return np.resize(order, per_rank * world)[rank::world]
-
-
 class _Ring:
     """Output buffers reused every ``n`` requests of one shape (``Augmenter``'s ``alloc``): on a
     CPU, first-touch page faults on 115 MB of fresh float views per batch cost about as much
@@ -211,8 +202,8 @@ class FfcvLoader:
             take = shard_indices(len(src.pos), self.rank, self.world, self.epoch, self.seed, shuffle=True,
                                  drop_last=self.drop_last, batch_size=self.batch_size)
             return src.pos[take]
-        return _rank_order(src.quasi_random(self.epoch, self.seed), self.rank, self.world, self.drop_last,
-                           self.batch_size)
+        return deal(src.quasi_random(self.epoch, self.seed), self.rank, self.world, drop_last=self.drop_last,
+                    batch_size=self.batch_size)
 
     def _positions(self) -> np.ndarray:
         return self._epoch_positions()[self.start * self.batch_size:]
@@ -245,7 +236,8 @@ class FfcvEvalLoader:
         self.device = torch.device(device)
         self.labels = torch.from_numpy(split.labels)
         self.source = _BetonSource(split, path, batch_size=batch_size, num_workers=num_workers, os_cache=os_cache)
-        self.source.order_fn = lambda: _rank_order(np.sort(self.source.pos), rank, world, False, batch_size)
+        self.source.order_fn = lambda: deal(np.sort(self.source.pos), rank, world, drop_last=False,
+                                            batch_size=batch_size)
         self.augment = Augmenter([eval_view(size)], split.mean, split.std, engine="auto")
         self.world, self.batch_size = world, batch_size
 
