@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -43,16 +44,20 @@ class DataConfig:
     """Synthetic label noise on the training labels: none | symmetric | asymmetric | instance |
     cifar-n:KEY. Clothing1M's labels are already noisy: use none."""
     noise_rate: float = 0.4
+    """Fraction of training labels the synthetic noise changes (in [0, 1))."""
     noise_seed: int = 0
     """Seed of the noise draw (kept apart from train.seed, so seeds vary training, not labels)."""
     cifar_n_file: str | None = None
+    """noise=cifar-n:KEY: the CIFAR-N release file (CIFAR-10_human.pt / CIFAR-100_human.pt)."""
     train_subset: int = 0
     """Train on a fixed random subset of N samples of the train split (the same for every seed
     and noise draw); 0 = all."""
     batch_size: int = 128
     """Per-process batch; the global batch is batch_size x processes x grad_accum."""
     eval_batch_size: int = 512
+    """Per-process batch of evaluation."""
     num_workers: int = 2
+    """Decoding workers (torch backend: DataLoader processes; ffcv/dali: threads)."""
     image_size: int = 28
     """Side of the training and evaluation views."""
     decode_size: int = 256
@@ -62,9 +67,11 @@ class DataConfig:
     crop: str = "random"
     """random | rrc (random-resized crop)."""
     flip: bool = True
+    """Random horizontal flip in every training view."""
     magnitude: int = 9
     """RandAugment magnitude bin of the strong views, 0..30."""
     num_ops: int = 2
+    """RandAugment ops drawn per strong view."""
     cutout: float = 0.0
     """Cutout side of the strong views, as a fraction of image_size."""
 
@@ -80,6 +87,7 @@ class ModelConfig:
     pretrained: str | None = None
     """Encoder weights (.pth or .safetensors, torchvision key names for resnet50)."""
     channels_last: bool = True
+    """Model weights and activations in channels_last memory format (faster convolutions on GPUs)."""
     compile: bool = False
     """torch.compile the model."""
     sync_bn: bool = False
@@ -103,10 +111,15 @@ class LossConfig:
     ls_views: int = 1
     """Strong views L_LS trains on: 1 (A_s, the paper) | 2 (A_s and A'_s, averaged)."""
     lambda_ms: float = 1.0
+    """Weight of L_MS, the negative-pair contrastive loss (0 switches it off: an ablation)."""
     lambda_sc: float = 0.5
+    """Weight of L_SC, the cross-space similarity consistency loss (0 switches it off)."""
     tau: float = 0.2
+    """Temperature of L_MS and L_SC's similarity logits."""
     rho: float = 0.8
+    """L_SC: label-space similarities below rho are zeroed."""
     num_negatives: int = 15
+    """K: negatives per anchor in L_MS, drawn from the batch among samples of another label."""
     sc_similarity: str = "cosine"
     """Label-space similarity of L_SC: cosine (the paper) | dot (CoMatch)."""
     bn_stats: str = "weak"
@@ -115,9 +128,6 @@ class LossConfig:
     kernel: str = "torch"
     """L_MS / L_SC implementation: torch (the eager reference) | triton (the fused kernels of
     lacol/kernels/) | auto (triton on CUDA when it imports, else torch)."""
-    deterministic: bool = False
-    """Fused L_MS: sum the strong-embedding gradients through a reverse index (bitwise
-    reproducible) instead of atomic adds; also on when torch.use_deterministic_algorithms is."""
     gather: bool = False
     """All-gather embeddings (with gradients) and weak probabilities across processes, so negatives
     and L_SC span the global batch as on one large GPU."""
@@ -126,18 +136,25 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     epochs: int = 15
+    """Training epochs, warm-up included."""
     lr: float = 0.05
     """Learning rate at the global batch the recipe states (no automatic scaling)."""
     momentum: float = 0.9
+    """SGD momentum."""
     nesterov: bool = False
+    """Nesterov momentum."""
     weight_decay: float = 5e-4
+    """SGD weight decay (L2), on every parameter."""
     schedule: str = "cosine"
     """cosine | multistep (lr x gamma at each milestone epoch)."""
     milestones: list[int] = field(default_factory=list)
+    """schedule=multistep: the epochs at which lr is multiplied by gamma."""
     gamma: float = 0.1
+    """schedule=multistep: the factor at each milestone."""
     warmup_lr_epochs: float = 0.0
     """Linear learning-rate ramp from 0 over this many epochs."""
     grad_accum: int = 1
+    """Micro-batches accumulated per optimiser step."""
 
 
 @dataclass
@@ -145,7 +162,9 @@ class TrainConfig:
     name: str = ""
     """Run folder name under out_dir; empty: <dataset>-<method>-<noise><rate>-s<seed>."""
     out_dir: str = "runs"
+    """Folder of the run folders."""
     seed: int = 0
+    """Seed of initialisation, data order, views and negatives (not of the noise: data.noise_seed)."""
     mixed_precision: str | None = "no"
     """no | bf16 | fp16 (fp16 needs a GPU: Accelerate disables autocast on CPU); null takes the
     launcher's (accelerate config file or --mixed_precision)."""
@@ -154,12 +173,15 @@ class TrainConfig:
     checkpoint_every: int = 0
     """Also checkpoint every N steps inside an epoch; 0 = at epoch ends only."""
     keep_checkpoints: int = 2
+    """Checkpoints kept in the run folder (the newest)."""
     stop_after: int = 0
     """Stop after this many epochs in this invocation (checkpointed; --resume continues); the
     schedule stays that of optim.epochs. 0 = run to the end."""
     cpu: bool = False
     """Train on CPU even where a GPU is present."""
     deterministic: bool = False
+    """torch.use_deterministic_algorithms, and the fused L_MS sums its gradients through a
+    reverse index (bitwise reproducible) instead of atomic adds."""
     threads: int = 0
     """torch intra-op threads on CPU; 0 = torch's default."""
     progress: bool = True
@@ -208,6 +230,8 @@ class Config:
             raise ConfigError(f"loss.class_floor={l.class_floor}: must be in [0, 1]")
         if l.tau <= 0:
             raise ConfigError(f"loss.tau={l.tau}: must be > 0")
+        if l.kernel == "triton" and importlib.util.find_spec("triton") is None:
+            raise ConfigError("loss.kernel=triton needs Triton: pip install -e '.[triton]' (or loss.kernel=auto)")
         return self
 
     @property
@@ -219,11 +243,6 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def flat(self) -> dict[str, Any]:
-        """section.key -> scalar (lists as strings), for TensorBoard hparams."""
-        return {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
-                for s, sec in self.to_dict().items() for k, v in sec.items()}
 
 
 def _coerce(key: str, text: str, hint) -> Any:
@@ -274,7 +293,13 @@ def _sections() -> dict[str, type]:
     return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
 
 
+MERGED = {"loss.deterministic": "train.deterministic"}
+"""Keys of earlier versions and the key that now holds them."""
+
+
 def _set(cfg: Config, key: str, value, from_text: bool) -> None:
+    if key in MERGED:
+        raise ConfigError(f"{key} was merged into {MERGED[key]}: set that instead")
     section, _, name = key.partition(".")
     sections = _sections()
     if section not in sections or not name:
@@ -312,16 +337,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg.validate()
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+def config_yaml(cfg: Config) -> str:
+    """The resolved config as the YAML a run folder keeps (``config_from_dict`` reads it back)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def config_from_dict(d: dict) -> Config:
+    """A saved run's config.yaml (keys merged since are carried over to their new place)."""
     cfg = Config()
     for section, values in d.items():
         for k, v in values.items():
-            _set(cfg, f"{section}.{k}", v, from_text=False)
+            key = MERGED.get(f"{section}.{k}", f"{section}.{k}")
+            if key != f"{section}.{k}" and not v:
+                continue  # an old default: nothing to carry
+            _set(cfg, key, v, from_text=False)
     return cfg.validate()

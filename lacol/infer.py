@@ -8,8 +8,9 @@ import numpy as np
 import torch
 import yaml
 
-from pipelines.augment import Augmenter, eval_view
-from pipelines.torch_loader import decode_square
+from pipelines.augment import Augmenter
+from pipelines.decode import decode_square
+from pipelines.views import eval_view
 
 from .config import config_from_dict
 from .models import build_model
@@ -33,13 +34,16 @@ def load_run(run: str | Path, weights: str = "model.safetensors"):
 def evaluate_run(run: str | Path, weights: str = "model.safetensors") -> dict:
     from accelerate import Accelerator
 
-    from .train import eval_splits, evaluate, make_eval_loader
+    from pipelines.build import eval_splits, make_loader
+
+    from .train import evaluate
 
     cfg, model, _ = load_run(run, weights)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     model = acc.prepare(model)
-    return {name: evaluate(acc, model, make_eval_loader(cfg, s, acc.device, acc.process_index, acc.num_processes))
-            for name, s in eval_splits(cfg).items()}
+    loader = lambda s: make_loader(cfg.data, s, None, rank=acc.process_index, world=acc.num_processes,  # noqa: E731
+                                   device=acc.device)
+    return {name: evaluate(acc, model, loader(s)) for name, s in eval_splits(cfg.data).items()}
 
 
 @torch.no_grad()

@@ -124,17 +124,43 @@ def sc_loss(w_label: torch.Tensor, z_s: torch.Tensor, z_s2: torch.Tensor, tau: f
     return -(w_label * logp).sum() / (normaliser or z_s.shape[0])
 
 
-def fused_kernels(kernel: str, device: torch.device) -> bool:
-    """Whether ``loss.kernel`` selects the Triton kernels for tensors on ``device``."""
-    if kernel == "torch":
-        return False
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        if kernel == "triton":
-            raise ConfigError("loss.kernel=triton needs Triton: pip install -e '.[triton]'") from None
-        return False
-    return kernel == "triton" or device.type == "cuda"
+def resolve_kernels(kernel: str, device: torch.device, deterministic: bool = False):
+    """The (L_MS, L_SC) implementations ``loss.kernel`` selects for tensors on ``device``, with one
+    signature each: ``ms(z_w, z_s, neg, valid, tau, normaliser=, offset=)`` and ``sc(p_w, z_s,
+    z_s2, rho, tau, similarity, p_cols=, z_cols=, offset=, normaliser=)``. ``auto``: the fused
+    Triton kernels on CUDA when Triton imports, else the eager reference (config validation
+    already refused ``triton`` without Triton)."""
+    fused = kernel == "triton" or (kernel == "auto" and device.type == "cuda")
+    if fused:
+        try:
+            from .kernels.ms import ms_loss_fused
+            from .kernels.sc import sc_loss_fused
+        except ImportError:
+            if kernel == "triton":
+                raise ConfigError("loss.kernel=triton needs Triton: pip install -e '.[triton]'") from None
+            fused = False
+    if fused:
+        # not deterministic: the kernel still follows torch.use_deterministic_algorithms at call time
+        return partial(ms_loss_fused, deterministic=True if deterministic else None), sc_loss_fused
+    return ms_loss, sc_reference
+
+
+def sc_reference(p_w, z_s, z_s2, rho: float, tau: float, similarity: str = "cosine", p_cols=None, z_cols=None,
+                 offset: int = 0, normaliser: int | None = None) -> torch.Tensor:
+    """L_SC from the weak probabilities: ``label_similarity`` then ``sc_loss`` (the signature of
+    the fused kernel)."""
+    w_l = label_similarity(p_w, rho, similarity, p_cols=p_cols, offset=offset)
+    return sc_loss(w_l, z_s, z_s2, tau, z_cols=z_cols, offset=offset, normaliser=normaliser)
+
+
+def selection_stats(selected: torch.Tensor, index: torch.Tensor, label: torch.Tensor, clean: torch.Tensor):
+    """(selected, selected & clean, clean, known) counts over samples whose clean label is known;
+    ``clean`` (the split's clean labels, -1 unknown) lives on the training device: no host sync."""
+    c = clean[index]
+    known = c >= 0
+    is_clean = (c == label) & known
+    sel = selected & known
+    return torch.stack([sel.sum(), (sel & is_clean).sum(), is_clean.sum(), known.sum()]).float()
 
 
 @dataclass
@@ -144,6 +170,8 @@ class StepOutput:
     selected: torch.Tensor | None = None
     """(B,) bool: the samples L_LS trained on (None in warm-up and for CE)."""
     class_counts: torch.Tensor | None = None
+    selection: torch.Tensor | None = None
+    """(4,) float ``selection_stats`` of this process's batch (None without selection or clean labels)."""
     value: torch.Tensor | None = None
     """The total loss of the global batch (``loss`` is this process's share, scaled for DDP)."""
 
@@ -175,22 +203,35 @@ class Dist:
 
 
 class Method:
-    """LaCoL (or the CE baseline) as one call: ``method(model, batch, epoch, generator)``.
+    """LaCoL (or the CE baseline) as one call: ``method(model, batch, epoch, step)``.
 
     Global semantics over ``dist.world`` processes: the selected counts behind the class weights
     are all-reduced, and every term is a sum over this process's samples divided by the global
     count, times ``world`` (DDP averages gradients over processes, so the update equals one
     process on the whole global batch). With ``loss.gather``, embeddings (with gradients) and weak
     probabilities are all-gathered, so negatives and L_SC's columns span the global batch; the
-    negatives' generator must then be seeded alike on every process."""
+    negatives are then drawn alike on every process.
 
-    def __init__(self, cfg: LossConfig, num_classes: int, dist: Dist | None = None):
+    The method owns what a step needs besides the model: its kernels (resolved once, here), the
+    negatives' generator (seeded from ``seed``, the epoch and the step, so a resumed step draws
+    the same negatives), and the selection statistics against ``clean`` labels (the split's, on
+    the training device, -1 where unknown)."""
+
+    def __init__(self, cfg: LossConfig, num_classes: int, dist: Dist | None = None, *, seed: int = 0,
+                 device="cpu", clean: torch.Tensor | None = None, deterministic: bool = False):
         self.cfg, self.num_classes, self.dist = cfg, num_classes, dist or Dist()
+        device = torch.device(device)
+        self.ms, self.sc = resolve_kernels(cfg.kernel, device, deterministic)
+        self.seed, self.clean = seed, clean
+        self.gen = torch.Generator(device=device)
+        # gathered losses draw negatives over the global batch: the same draw on every process
+        self.rank_seed = 0 if cfg.gather else self.dist.rank
 
     def needs_strong(self, epoch: int) -> bool:
         return self.cfg.method == "lacol" and epoch >= self.cfg.warmup_epochs
 
-    def __call__(self, model, batch, epoch: int, generator: torch.Generator | None = None) -> StepOutput:
+    def __call__(self, model, batch, epoch: int, step: int = 0) -> StepOutput:
+        """The losses of step ``step`` of epoch ``epoch`` on ``batch``."""
         c = self.cfg
         d = self.dist
         b, y = len(batch), batch.label
@@ -226,30 +267,21 @@ class Method:
         terms = {"ls": l_ls}
         z_all = d.all_gather(z_s, grad=True) if gather and (c.lambda_ms > 0 or c.lambda_sc > 0) else z_s
         if c.lambda_ms > 0:
-            neg, valid = sample_negatives(y_all, c.num_negatives, generator)
+            self.gen.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_009 + self.rank_seed)
+            neg, valid = sample_negatives(y_all, c.num_negatives, self.gen)
             neg, valid = neg[offset: offset + b], valid[offset: offset + b]
-            ms = ms_loss
-            if fused_kernels(c.kernel, z_w.device):
-                from .kernels.ms import ms_loss_fused
-
-                ms = partial(ms_loss_fused, deterministic=c.deterministic or torch.are_deterministic_algorithms_enabled())
-            l_ms = world * ms(z_w, z_all, neg, valid, c.tau, normaliser=d.all_reduce(valid.sum().float()),
-                              offset=offset)
+            l_ms = world * self.ms(z_w, z_all, neg, valid, c.tau, normaliser=d.all_reduce(valid.sum().float()),
+                                   offset=offset)
             loss = loss + c.lambda_ms * l_ms
             terms["ms"] = l_ms
         if c.lambda_sc > 0:
-            if fused_kernels(c.kernel, z_s.device):  # W_l and S made tile by tile, never stored
-                from .kernels.sc import sc_loss_fused
-
-                l_sc = world * sc_loss_fused(p_w, z_s, z_s2, c.rho, c.tau, c.sc_similarity, p_cols=p_all,
-                                             z_cols=z_all, offset=offset, normaliser=b * d.world)
-            else:
-                w_l = label_similarity(p_w, c.rho, c.sc_similarity, p_cols=p_all, offset=offset)
-                l_sc = world * sc_loss(w_l, z_s, z_s2, c.tau, z_cols=z_all, offset=offset, normaliser=b * d.world)
+            l_sc = world * self.sc(p_w, z_s, z_s2, c.rho, c.tau, c.sc_similarity, p_cols=p_all, z_cols=z_all,
+                                   offset=offset, normaliser=b * d.world)
             loss = loss + c.lambda_sc * l_sc
             terms["sc"] = l_sc
         terms = {k: self._global_mean(v) for k, v in terms.items()}
-        return StepOutput(loss, terms, selected, counts, value=self._global_mean(loss))
+        stats = None if self.clean is None else selection_stats(selected, batch.index, y, self.clean)
+        return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss))
 
     def _global_mean(self, t: torch.Tensor) -> torch.Tensor:
         """A term's value for the whole global batch (the mean of the processes' scaled terms)."""

@@ -16,56 +16,11 @@ introduce is therefore never touched by a later colour op.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 
-OPS = ("identity", "autocontrast", "equalize", "rotate", "solarize", "color", "posterize",
-       "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y")
-GEOMETRIC = frozenset({"rotate", "shear_x", "shear_y", "translate_x", "translate_y"})
-NUM_BINS = 31
-
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """One view, declared as data."""
-
-    size: int
-    """Output side in pixels (square views)."""
-    crop: str = "random"
-    """``random``: a random size x size window of the input, with ``pad`` pixels of zero
-    padding around it first (pad-and-crop for 32 px data); ``rrc``: random-resized crop
-    (scale ``rrc_scale``, aspect 3/4..4/3, nearest resampling); ``center``: the central window."""
-    pad: int = 0
-    flip: bool = True
-    """Horizontal flip with probability 0.5."""
-    randaugment: bool = False
-    num_ops: int = 2
-    magnitude: int = 9
-    """RandAugment magnitude bin, 0..30 (torchvision's scale)."""
-    cutout: float = 0.0
-    """Side of a grey square cut out of the view, as a fraction of ``size``; 0 turns it off."""
-    rrc_scale: tuple[float, float] = (0.08, 1.0)
-
-    def __post_init__(self):
-        if self.crop not in ("random", "rrc", "center"):
-            raise ValueError(f"view crop {self.crop!r}: choose random, rrc or center")
-        if not 0 <= self.magnitude < NUM_BINS:
-            raise ValueError(f"RandAugment magnitude {self.magnitude}: choose 0..{NUM_BINS - 1}")
-
-
-def lacol_views(size: int, pad: int = 0, magnitude: int = 9, num_ops: int = 2, crop: str = "random",
-                flip: bool = True, cutout: float = 0.0) -> tuple[ViewSpec, ViewSpec, ViewSpec]:
-    """The three LaCoL views: weak (crop + flip) and two strong (the same + RandAugment)."""
-    weak = ViewSpec(size, crop, pad, flip)
-    strong = replace(weak, randaugment=True, num_ops=num_ops, magnitude=magnitude, cutout=cutout)
-    return weak, strong, strong
-
-
-def eval_view(size: int) -> ViewSpec:
-    return ViewSpec(size, crop="center", flip=False)
+from .views import GEOMETRIC, OPS, Planner, ViewPlan, ViewSpec
 
 
 def to_nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -222,53 +177,6 @@ COLOUR_FNS = {"autocontrast": autocontrast, "equalize": equalize, "solarize": so
               "brightness": brightness, "sharpness": sharpness}
 
 
-def magnitude(op: str, m: int, size: int) -> float:
-    """torchvision RandAugment's value for bin m of 31 (unsigned)."""
-    frac = m / (NUM_BINS - 1)
-    if op in ("shear_x", "shear_y"):
-        return 0.3 * frac
-    if op in ("translate_x", "translate_y"):
-        return float(int(150.0 / 331.0 * size * frac))
-    if op == "rotate":
-        return 30.0 * frac
-    if op in ("brightness", "color", "contrast", "sharpness"):
-        return 0.9 * frac
-    if op == "posterize":
-        return float(8 - int(round(4 * frac)))
-    if op == "solarize":
-        return 255.0 * (1 - frac)
-    return 0.0
-
-
-SIGNED = frozenset({"rotate", "shear_x", "shear_y", "translate_x", "translate_y",
-                    "brightness", "color", "contrast", "sharpness"})
-
-
-# ---------------------------------------------------------------- geometry: inverse affine maps
-
-def op_matrix(op: str, v: torch.Tensor, size: int) -> torch.Tensor:
-    """(n, 3, 3) maps from output pixel-centre coordinates to input coordinates, as the data tuple
-    of PIL's Image.transform(AFFINE) (and Image.rotate's, about the centre)."""
-    n = v.shape[0]
-    m = torch.eye(3, dtype=torch.float64, device=v.device).repeat(n, 1, 1)
-    v = v.double()
-    if op == "shear_x":
-        m[:, 0, 1] = v
-    elif op == "shear_y":
-        m[:, 1, 0] = v
-    elif op == "translate_x":
-        m[:, 0, 2] = v
-    elif op == "translate_y":
-        m[:, 1, 2] = v
-    elif op == "rotate":
-        a = -torch.deg2rad(v)
-        cos, sin = torch.cos(a), torch.sin(a)
-        c = size / 2.0
-        m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, sin, -sin, cos
-        m[:, 0, 2] = c - cos * c - sin * c
-        m[:, 1, 2] = c + sin * c - cos * c
-    return m
-
 
 def warp_nearest(x: torch.Tensor, inv: torch.Tensor, out_size: int | None = None) -> torch.Tensor:
     """Resample x (n,H,W,C) uint8 through inverse maps (n,3,3), nearest, fill 0 (PIL's convention:
@@ -289,33 +197,6 @@ def warp_nearest(x: torch.Tensor, inv: torch.Tensor, out_size: int | None = None
     return src.index_select(0, flat.view(-1)).view(n, s, s, c)
 
 
-def op_values(ops: torch.Tensor, sign: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
-    """(B, num_ops) float64 argument of each drawn op: signed magnitude; 1 + v for the enhancers
-    (float64, as PIL forms 1 + v in double before its C code rounds it to float)."""
-    table = torch.tensor([magnitude(op, spec.magnitude, spec.size) for op in OPS], dtype=torch.float64)
-    signed = torch.tensor([op in SIGNED for op in OPS])
-    enhance = torch.tensor([op in ("brightness", "color", "contrast", "sharpness") for op in OPS])
-    v = table[ops] * torch.where(signed[ops], sign.double(), 1.0)
-    return torch.where(enhance[ops], 1.0 + v, v)
-
-
-def compose_geometry(ops, values, spec: ViewSpec, base: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, 3, 3) float64 inverse map of a view's geometry: the rrc crop (``base``) composed with
-    its geometric RandAugment ops in step order; None when the view has neither."""
-    if ops is None:
-        return base
-    geo = [k for k, op in enumerate(OPS) if op in GEOMETRIC]
-    if base is None and not bool(torch.isin(ops, torch.tensor(geo)).any()):
-        return None
-    inv = base.clone() if base is not None else torch.eye(3, dtype=torch.float64).repeat(ops.shape[0], 1, 1)
-    for step in range(ops.shape[1]):
-        for k in geo:
-            rows = torch.nonzero(ops[:, step] == k).flatten()
-            if rows.numel():
-                inv[rows] = inv[rows] @ op_matrix(OPS[k], values[rows, step], spec.size)
-    return inv
-
-
 def cutout(x: torch.Tensor, spec: ViewSpec, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
     """A grey (127) square of side ``cutout * size`` centred at (cy, cx) per sample."""
     b, h, w, _ = x.shape
@@ -323,33 +204,6 @@ def cutout(x: torch.Tensor, spec: ViewSpec, cy: torch.Tensor, cx: torch.Tensor) 
     ys = ((torch.arange(h, device=x.device)[None] - cy[:, None]).abs() <= half)[:, :, None]
     xs = ((torch.arange(w, device=x.device)[None] - cx[:, None]).abs() <= half)[:, None, :]
     return x.masked_fill((ys & xs)[..., None], 127)
-
-
-@dataclass
-class ViewPlan:
-    """The random draws of one view of a batch (``Augmenter.plan``); None where not drawn."""
-
-    flip: torch.Tensor | None
-    """(B,) bool: flip horizontally (folded into ``base`` for rrc)."""
-    top: torch.Tensor | None
-    """(B,) int64 window corner (random and center crops; may be negative with padding)."""
-    left: torch.Tensor | None
-    base: torch.Tensor | None
-    """(B, 3, 3) float64 rrc inverse map."""
-    ops: torch.Tensor | None
-    """(B, num_ops) int64 index into OPS."""
-    values: torch.Tensor | None
-    """(B, num_ops) float64 op arguments (``op_values``)."""
-    inv: torch.Tensor | None
-    """(B, 3, 3) float64 all geometry composed (``compose_geometry``)."""
-    cy: torch.Tensor | None
-    """(B,) int64 cutout centre."""
-    cx: torch.Tensor | None
-
-    @property
-    def moved(self) -> torch.Tensor:
-        """(B,) bool: samples whose composed geometry is not the identity."""
-        return (self.inv - torch.eye(3, dtype=torch.float64)).abs().amax((1, 2)) > 0
 
 
 # ---------------------------------------------------------------- the augmenter
@@ -378,27 +232,34 @@ class Augmenter:
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.inv_std = 1.0 / torch.tensor(std, dtype=torch.float32)
         self.out_dtype = out_dtype
-        self.gen = torch.Generator().manual_seed(seed)
+        self.planner = Planner(seed)
         self.cpu_chunk = cpu_chunk
 
     def reseed(self, seed: int) -> None:
-        self.gen.manual_seed(seed)
+        self.planner.reseed(seed)
 
-    def __call__(self, images: torch.Tensor, alloc=torch.empty) -> list[torch.Tensor]:
-        """All views of a batch. ``alloc(shape, dtype=, device=)`` makes the output buffers (a
-        DataLoader worker passes one that allocates shared memory, so results cross processes
+    def plan(self, b: int, h: int, w: int, spec: ViewSpec) -> ViewPlan:
+        """Every random draw of one view of a (b, h, w) batch (``views.Planner.plan``)."""
+        return self.planner.plan(b, h, w, spec)
+
+    def __call__(self, images: torch.Tensor, alloc=torch.empty, num_views: int | None = None) -> list[torch.Tensor]:
+        """The views of a batch: all, or the first ``num_views`` (1: the weak view alone: the same
+        weak view as with every view made, where the batch is one chunk: on a GPU, or at most
+        ``cpu_chunk`` samples on a CPU). ``alloc(shape, dtype=, device=)`` makes the output buffers
+        (a DataLoader worker passes one that allocates shared memory, so results cross processes
         without a copy)."""
+        views = self.views[:num_views]
         x = to_nhwc(images)
         b = x.shape[0]
         # On CPU, a chunk of samples goes through every step while it is still in cache: whole-
         # batch passes over 38 MB float tensors are memory-bound (measured ~2x slower).
         step = self.cpu_chunk if x.device.type == "cpu" else b
-        sizes = {v.size for v in self.views}
+        sizes = {v.size for v in views}
         if len(sizes) == 1:  # one buffer for all views: one allocation (a shared-memory file) per batch
             s = sizes.pop()
-            outs = list(alloc((len(self.views), b, s, s, x.shape[-1]), dtype=self.out_dtype, device=x.device))
+            outs = list(alloc((len(views), b, s, s, x.shape[-1]), dtype=self.out_dtype, device=x.device))
         else:
-            outs = [alloc((b, v.size, v.size, x.shape[-1]), dtype=self.out_dtype, device=x.device) for v in self.views]
+            outs = [alloc((b, v.size, v.size, x.shape[-1]), dtype=self.out_dtype, device=x.device) for v in views]
         fast = (self.engine != "torch" and self._numba is not None and x.device.type == "cpu"
                 and self.out_dtype == torch.float32)
         if fast:
@@ -406,7 +267,7 @@ class Augmenter:
             scale = self.inv_std[:c].contiguous()
             shift = (-self.mean * self.inv_std)[:c].contiguous()
         for i in range(0, b, step):
-            for spec, out in zip(self.views, outs):
+            for spec, out in zip(views, outs):
                 chunk = x[i:i + step]
                 if fast:
                     plan = self.plan(*chunk.shape[:3], spec)
@@ -414,36 +275,6 @@ class Augmenter:
                 else:
                     self.normalize(self.view_uint8(chunk, spec), out=out[i:i + step])
         return [o.permute(0, 3, 1, 2) for o in outs]
-
-    def _rand(self, *shape) -> torch.Tensor:
-        return torch.rand(*shape, generator=self.gen)
-
-    def _int(self, high, shape) -> torch.Tensor:
-        """Uniform integers in [0, high) for a (B,) tensor or int ``high``."""
-        return (self._rand(*shape) * torch.as_tensor(high, dtype=torch.float32)).long()
-
-    def plan(self, b: int, h: int, w: int, spec: ViewSpec) -> "ViewPlan":
-        """Every random draw of one view of a (b, h, w) batch, in one fixed order, before any
-        pixel is touched: the torch and the numba engines apply the same plan."""
-        flip = (self._rand(b) < 0.5) if spec.flip else None
-        top = left = base = None
-        if spec.crop == "center":
-            top = torch.full((b,), (h - spec.size) // 2)
-            left = torch.full((b,), (w - spec.size) // 2)
-        elif spec.crop == "random":
-            top = self._int(h + 2 * spec.pad - spec.size + 1, (b,)) - spec.pad
-            left = self._int(w + 2 * spec.pad - spec.size + 1, (b,)) - spec.pad
-        else:  # rrc: the crop is an affine map, composed with RandAugment's geometry
-            base = self._rrc_matrix(b, h, w, spec, flip)
-        ops = values = None
-        if spec.randaugment:
-            ops = self._int(len(OPS), (b, spec.num_ops))
-            sign = torch.where(self._rand(b, spec.num_ops) < 0.5, -1.0, 1.0)
-            values = op_values(ops, sign, spec)
-        cy = cx = None
-        if spec.cutout > 0:
-            cy, cx = self._int(spec.size, (b,)), self._int(spec.size, (b,))
-        return ViewPlan(flip, top, left, base, ops, values, compose_geometry(ops, values, spec, base), cy, cx)
 
     def view_uint8(self, x: torch.Tensor, spec: ViewSpec, plan: "ViewPlan | None" = None) -> torch.Tensor:
         """One view of a (B,H,W,C) uint8 batch, before normalisation."""
@@ -462,24 +293,6 @@ class Augmenter:
         if spec.cutout > 0:
             out = cutout(out, spec, p.cy.to(dev), p.cx.to(dev))
         return out
-
-    def _rrc_matrix(self, b, h, w, spec: ViewSpec, flip) -> torch.Tensor:
-        area = h * w * (spec.rrc_scale[0] + self._rand(b) * (spec.rrc_scale[1] - spec.rrc_scale[0]))
-        logr = math.log(3 / 4) + self._rand(b) * (math.log(4 / 3) - math.log(3 / 4))
-        area, logr = area.double(), logr.double()
-        cw = torch.sqrt(area * torch.exp(logr)).clamp(1, w)
-        ch = torch.sqrt(area / torch.exp(logr)).clamp(1, h)
-        x0 = self._rand(b).double() * (w - cw)
-        y0 = self._rand(b).double() * (h - ch)
-        m = torch.zeros(b, 3, 3, dtype=torch.float64)
-        sx, sy = cw / spec.size, ch / spec.size
-        m[:, 0, 0], m[:, 0, 2] = sx, x0
-        m[:, 1, 1], m[:, 1, 2] = sy, y0
-        if flip is not None:
-            m[flip, 0, 0] = -sx[flip]
-            m[flip, 0, 2] = (x0 + cw)[flip]
-        m[:, 2, 2] = 1
-        return m
 
     def _randaugment(self, x: torch.Tensor, spec: ViewSpec, p: "ViewPlan") -> torch.Tensor:
         """Colour ops in step order on the samples that drew them, then one resampling through

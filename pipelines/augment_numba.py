@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .augment import OPS, ViewPlan, ViewSpec
+from .views import OPS, ViewPlan, ViewSpec
 
 _CODE = {op: i for i, op in enumerate(OPS)}
 _F0, _F05, _F13, _F65, _F255 = (np.float32(v) for v in (0.0, 0.5, 13.0, 6.5, 255.0))

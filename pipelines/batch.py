@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Iterator, Protocol, runtime_checkable
 
 import torch
 
@@ -44,3 +45,35 @@ class EvalBatch(_Batch):
     image: torch.Tensor
     label: torch.Tensor
     index: torch.Tensor
+
+
+@runtime_checkable
+class TrainLoader(Protocol):
+    """What the trainer asks of a training loader; every backend (``pipelines/build.py``'s table)
+    implements it. A loader shards itself by (rank, world) and is never passed through
+    ``accelerator.prepare``."""
+
+    skipped: list[str]
+    """Files of the split this loader cannot read (named in a warning or the converter's report)."""
+
+    def __iter__(self) -> Iterator[ViewBatch]:
+        """This rank's batches of the epoch set last, from its batch ``start``, every batch equal
+        in size (the remainder of an epoch is dropped)."""
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch for this rank."""
+
+    def set_epoch(self, epoch: int, start: int = 0, num_views: int | None = None) -> None:
+        """Next iteration: epoch ``epoch`` from its batch ``start`` (a resumed epoch gives the same
+        batches); ``num_views`` 1 makes the weak view alone (warm-up), None every view the loader
+        was built with."""
+
+
+@runtime_checkable
+class EvalLoader(Protocol):
+    """An evaluation loader: every sample of the split once per rank share (padding repeats
+    indices, which metrics deduplicate), as EvalBatch."""
+
+    def __iter__(self) -> Iterator[EvalBatch]: ...
+
+    def __len__(self) -> int: ...

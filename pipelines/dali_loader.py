@@ -28,11 +28,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .augment import ViewSpec, eval_view
-from .batch import EvalBatch, ViewBatch
-from .sharding import shard_indices
+from .batch import EvalBatch
+from .sharding import num_batches, shard_indices, view_batch, view_seed
 from .sources.base import DatasetError, Split
-from .torch_loader import view_seed
+from .views import ViewSpec, eval_view
 
 
 def _dali():
@@ -90,9 +89,9 @@ class _Epochs:
         self.gray = split.channels == 1
         self.hw = split.images.shape[1:3] if split.images is not None else (decode_size, decode_size)
 
-    def run(self, order: np.ndarray, seed: int):
+    def run(self, order: np.ndarray, seed: int, num_views: int | None = None):
         """Yield (views as torch tensors, rows) for the rows ``order`` (a multiple of the batch
-        size, or the last batch short)."""
+        size, or the last batch short): every view, or the first ``num_views``."""
         from nvidia.dali import fn, pipeline_def, types
 
         if not len(order):
@@ -124,14 +123,15 @@ class _Epochs:
             mean = [float(m) for m in split.mean[:split.channels]]
             std = [float(v) for v in split.std[:split.channels]]
             outs = [fn.crop_mirror_normalize(_view(fn, types, img, spec, self.hw, self.gray), dtype=types.FLOAT,
-                                             output_layout="HWC", mean=mean, std=std) for spec in self.views]
+                                             output_layout="HWC", mean=mean, std=std)
+                    for spec in self.views[:num_views]]
             return (*outs, row)
 
         pipe = graph(batch_size=bs, num_threads=self.num_workers,
                      device_id=(self.device.index or 0) if gpu else None, seed=seed % (2**31 - 1),
                      prefetch_queue_depth=2)
         pipe.build()
-        n_batches = -(-len(order) // bs)
+        n_batches = num_batches(len(order), bs)
         for b in range(n_batches):
             try:
                 out = pipe.run()
@@ -173,8 +173,9 @@ class DaliLoader:
         self.batch_size, self.rank, self.world, self.seed, self.drop_last = batch_size, rank, world, seed, drop_last
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, start: int = 0, num_views: int | None = None) -> None:
+        """``batch.TrainLoader.set_epoch``."""
+        self.epoch, self.start, self.num_views = epoch, start, num_views
 
     def _order(self) -> np.ndarray:
         rows = self.epochs.rows
@@ -183,26 +184,24 @@ class DaliLoader:
         return rows[take]
 
     def __len__(self) -> int:
-        return -(-len(self._order()) // self.batch_size)
+        return num_batches(len(self._order()), self.batch_size)
 
     def __iter__(self):
         order = self._order()[self.start * self.batch_size:]
         seed = view_seed(self.seed, self.epoch, self.rank) * 1_000_003 + self.start
         dev = self.epochs.device
-        for views, rows in self.epochs.run(order, seed):
-            views = [v.permute(0, 3, 1, 2) for v in views]
-            weak, strong, strong2 = views if len(views) == 3 else (views[0], None, None)
-            yield ViewBatch(weak, strong, strong2, self.labels[rows.cpu()].to(dev), rows.to(dev))
+        for views, rows in self.epochs.run(order, seed, self.num_views):
+            yield view_batch([v.permute(0, 3, 1, 2) for v in views], self.labels[rows.cpu()].to(dev), rows.to(dev))
 
 
 class DaliEvalLoader:
     """Eval loader: centre views as EvalBatch, sequential, sharded without dropping (padding
     repeats indices, which metrics deduplicate)."""
 
-    def __init__(self, split: Split, *, size: int, batch_size: int, device: str | torch.device = "cpu",
+    def __init__(self, split: Split, *, view_size: int, batch_size: int, device: str | torch.device = "cpu",
                  rank: int = 0, world: int = 1, num_workers: int = 2, decode_size: int = 256,
                  rows: np.ndarray | None = None):
-        self.epochs = _Epochs(split, [eval_view(size)], batch_size=batch_size, device=device,
+        self.epochs = _Epochs(split, [eval_view(view_size)], batch_size=batch_size, device=device,
                               num_workers=num_workers, decode_size=decode_size, rows=rows)
         self.labels = torch.from_numpy(split.labels)
         rows = self.epochs.rows
@@ -211,7 +210,7 @@ class DaliEvalLoader:
         self.batch_size = batch_size
 
     def __len__(self) -> int:
-        return -(-len(self.order) // self.batch_size)
+        return num_batches(len(self.order), self.batch_size)
 
     def __iter__(self):
         dev = self.epochs.device

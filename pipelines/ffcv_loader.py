@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import Augmenter, ViewSpec, eval_view
-from .batch import EvalBatch, ViewBatch
-from .sharding import deal, shard_indices
+from .augment import Augmenter
+from .batch import EvalBatch
+from .formats import read_meta
+from .sharding import batch_seed, deal, num_batches, shard_indices, view_batch, view_seed
 from .sources.base import DatasetError, Split
-from .torch_loader import batch_seed, view_seed
+from .views import ViewSpec, eval_view
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ class _BetonSource:
         from ffcv.fields.rgb_image import SimpleRGBImageDecoder
         from ffcv.loader import OrderOption
         from ffcv.reader import Reader
-
-        from tools.beton import read_meta
 
         self.path = Path(path)
         meta = read_meta(self.path)
@@ -188,9 +187,9 @@ class FfcvLoader:
         self.order, self.drop_last = order, drop_last
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Next iteration is epoch ``epoch`` from its batch ``start``."""
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, start: int = 0, num_views: int | None = None) -> None:
+        """``batch.TrainLoader.set_epoch``."""
+        self.epoch, self.start, self.num_views = epoch, start, num_views
 
     @property
     def skipped(self) -> list[str]:
@@ -212,7 +211,7 @@ class FfcvLoader:
         n = len(self.source.pos)
         if self.drop_last:
             return (n // self.world) // self.batch_size
-        return -(-(-(-n // self.world)) // self.batch_size)
+        return num_batches(num_batches(n, self.world), self.batch_size)
 
     def __iter__(self):
         seed = view_seed(self.seed, self.epoch, self.rank)
@@ -222,15 +221,15 @@ class FfcvLoader:
             # (new tensors) before the next batch is asked for.
             index = row_of_source[torch.from_numpy(stored[:, 0].astype(np.int64))]
             self.augment.reseed(batch_seed(seed, batch_no))
-            views = self.augment(torch.from_numpy(images).to(self.device, non_blocking=True), alloc=self.alloc)
-            weak, strong, strong2 = views if len(views) == 3 else (views[0], None, None)
-            yield ViewBatch(weak, strong, strong2, self.labels[index].to(self.device), index.to(self.device))
+            views = self.augment(torch.from_numpy(images).to(self.device, non_blocking=True), alloc=self.alloc,
+                                 num_views=self.num_views)
+            yield view_batch(views, self.labels[index].to(self.device), index.to(self.device))
 
 
 class FfcvEvalLoader:
     """Eval loader over a .beton: centre views as EvalBatch, sequential, sharded without dropping."""
 
-    def __init__(self, split: Split, path: str | Path, *, size: int, batch_size: int,
+    def __init__(self, split: Split, path: str | Path, *, view_size: int, batch_size: int,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1, num_workers: int = 2,
                  os_cache: bool = True):
         self.device = torch.device(device)
@@ -238,11 +237,11 @@ class FfcvEvalLoader:
         self.source = _BetonSource(split, path, batch_size=batch_size, num_workers=num_workers, os_cache=os_cache)
         self.source.order_fn = lambda: deal(np.sort(self.source.pos), rank, world, drop_last=False,
                                             batch_size=batch_size)
-        self.augment = Augmenter([eval_view(size)], split.mean, split.std, engine="auto")
+        self.augment = Augmenter([eval_view(view_size)], split.mean, split.std, engine="auto")
         self.world, self.batch_size = world, batch_size
 
     def __len__(self) -> int:
-        return -(-(-(-len(self.source.pos) // self.world)) // self.batch_size)
+        return num_batches(num_batches(len(self.source.pos), self.world), self.batch_size)
 
     def __iter__(self):
         row_of_source = torch.from_numpy(self.source.row_of_source)

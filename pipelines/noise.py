@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_path
 from .sources.base import DatasetError
 
 KINDS = ("symmetric", "asymmetric", "instance", "cifar-n")
@@ -162,11 +163,9 @@ class NoisyLabels:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, labels=self.labels, clean=self.clean, kind=self.kind, rate=self.rate,
-                 seed=self.seed, dataset=self.dataset)
-        tmp.replace(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, labels=self.labels, clean=self.clean, kind=self.kind, rate=self.rate,
+                     seed=self.seed, dataset=self.dataset)
         return path
 
     @classmethod

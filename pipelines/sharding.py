@@ -1,7 +1,11 @@
-"""Which dataset indices each rank reads in an epoch; shared by every backend."""
+"""What every backend shares: which dataset indices each rank reads in an epoch, the views' seeds,
+the batch count, and the ViewBatch built from a backend's views."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from .batch import ViewBatch
 
 
 def shard_indices(n: int, rank: int, world: int, epoch: int, seed: int, *, shuffle: bool,
@@ -30,3 +34,27 @@ def deal(order: np.ndarray, rank: int, world: int, *, drop_last: bool, batch_siz
     per_rank = -(-n // world)
     order = np.resize(order, per_rank * world)  # wraps around
     return order[rank::world]
+
+
+def view_seed(seed: int, epoch: int, rank: int) -> int:
+    """The augmentation seed of one rank in one epoch: different per rank and per epoch, and the
+    same again on resume."""
+    return (seed * 1_000_003 + epoch) * 1_009 + rank
+
+
+def batch_seed(epoch_seed: int, batch_no: int) -> int:
+    """The views' seed of one batch, from its rank's epoch seed (``view_seed``): the same wherever
+    the views are made (worker or device) and when an epoch resumes at that batch."""
+    return epoch_seed * 1_000_003 + batch_no
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    """Batches of at most ``batch_size`` that ``n`` samples make (the last one may be short)."""
+    return -(-n // batch_size)
+
+
+def view_batch(views, label: torch.Tensor, index: torch.Tensor) -> ViewBatch:
+    """A ViewBatch from a backend's views: (weak, strong, strong2), or (weak,) alone for an epoch
+    or method that needs no strong views (their fields are then None)."""
+    weak, strong, strong2 = views if len(views) == 3 else (views[0], None, None)
+    return ViewBatch(weak, strong, strong2, label, index)

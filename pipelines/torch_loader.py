@@ -1,48 +1,25 @@
 """Reference backend: DataLoader workers only decode; augment.py makes the views on the device.
 
 File datasets (Clothing1M): each worker decodes a whole batch (PIL, JPEG draft-mode downscaling,
-shorter side to ``image_size`` and the central ``image_size`` square kept) into one uint8 array,
+shorter side to ``decode_size`` and the central ``decode_size`` square kept) into one uint8 array,
 so a batch crosses the process boundary as one block. In-memory datasets (Fashion-MNIST, CIFAR)
 need no decoding: batches are sliced from the array in the main process.
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .augment import Augmenter, ViewSpec, eval_view
-from .batch import EvalBatch, ViewBatch
-from .sharding import shard_indices
+from .augment import Augmenter
+from .batch import EvalBatch
+from .decode import decode_square
+from .sharding import batch_seed, num_batches, shard_indices, view_batch, view_seed
 from .sources.base import Split
+from .views import ViewSpec, eval_view
 
 log = logging.getLogger(__name__)
-
-
-def decode_square(path: str | Path, size: int, mode: str = "RGB") -> np.ndarray:
-    """Decode an image file to (size, size, 3) uint8 RGB (``mode`` "L": (size, size) gray): shorter
-    side resized to ``size``, the central square kept. Raises on unreadable files (callers count
-    and skip those)."""
-    return open_square(path, size, mode)[0]
-
-
-def open_square(path: str | Path, size: int, mode: str = "RGB") -> tuple[np.ndarray, str, str]:
-    """``decode_square`` and what the file held: (pixels, its format, e.g. "JPEG" or "PNG", and
-    its mode, e.g. "RGB", "CMYK" or "L"). Decodes by content, so a PNG named .jpg decodes."""
-    with Image.open(path) as img:
-        fmt, src_mode = img.format, img.mode
-        w, h = img.size
-        if img.format == "JPEG":
-            img.draft(mode, (max(size, round(size * w / h)), max(size, round(size * h / w))))
-            w, h = img.size
-        img = img.convert(mode)
-        side = min(w, h)
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-        img = img.resize((size, size), Image.BILINEAR, box=box, reducing_gap=None if side < 2 * size else 2.0)
-        return np.asarray(img), fmt, src_mode
 
 
 def shared_empty(shape, dtype: torch.dtype, device=None) -> torch.Tensor:
@@ -65,6 +42,7 @@ class _DecodedBatches(torch.utils.data.Dataset):
     def __init__(self, split: Split, size: int, augment: Augmenter | None = None):
         self.split, self.size, self.augment = split, size, augment
         self.seed = 0
+        self.num_views: int | None = None
 
     def __len__(self) -> int:
         return len(self.split)
@@ -84,19 +62,7 @@ class _DecodedBatches(torch.utils.data.Dataset):
             return x, index, torch.from_numpy(ok)
         self.augment.reseed(batch_seed(self.seed, batch_no))
         keep = torch.from_numpy(ok)
-        return self.augment(x[keep] if not ok.all() else x, alloc=shared_empty), index, keep
-
-
-def view_seed(seed: int, epoch: int, rank: int) -> int:
-    """The augmentation seed of one rank in one epoch: different per rank and per epoch, and the
-    same again on resume."""
-    return (seed * 1_000_003 + epoch) * 1_009 + rank
-
-
-def batch_seed(epoch_seed: int, batch_no: int) -> int:
-    """The views' seed of one batch, from its rank's epoch seed (``view_seed``): the same wherever
-    the views are made (worker or device) and when an epoch resumes at that batch."""
-    return epoch_seed * 1_000_003 + batch_no
+        return self.augment(x[keep] if not ok.all() else x, alloc=shared_empty, num_views=self.num_views), index, keep
 
 
 def _as_batch(batch):
@@ -108,7 +74,7 @@ class _Batches:
     with their dataset indices. Unreadable files are counted, named in a warning and dropped."""
 
     def __init__(self, split: Split, *, batch_size: int, rank: int, world: int, seed: int,
-                 shuffle: bool, drop_last: bool, num_workers: int, image_size: int,
+                 shuffle: bool, drop_last: bool, num_workers: int, decode_size: int,
                  worker_augment: Augmenter | None = None, prefetch: int = 4):
         self.split, self.batch_size = split, batch_size
         self.rank, self.world, self.seed = rank, world, seed
@@ -117,7 +83,7 @@ class _Batches:
         self.epoch = 0
         self.start = 0
         self.skipped: list[str] = []
-        self.decoded = None if split.images is not None else _DecodedBatches(split, image_size, worker_augment)
+        self.decoded = None if split.images is not None else _DecodedBatches(split, decode_size, worker_augment)
         if self.decoded is not None and num_workers < 1:
             raise ValueError("decoding image files needs data.num_workers >= 1")
 
@@ -126,7 +92,7 @@ class _Batches:
                              shuffle=self.shuffle, drop_last=self.drop_last, batch_size=self.batch_size)
 
     def __len__(self) -> int:
-        return -(-len(self.indices()) // self.batch_size)
+        return num_batches(len(self.indices()), self.batch_size)
 
     def __iter__(self):
         idx = self.indices()
@@ -174,7 +140,7 @@ class TorchLoader:
 
     def __init__(self, split: Split, views: tuple[ViewSpec, ...], *, batch_size: int,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
-                 num_workers: int = 2, image_size: int = 256, drop_last: bool = True,
+                 num_workers: int = 2, decode_size: int = 256, drop_last: bool = True,
                  augment_in: str = "auto"):
         if augment_in not in ("auto", "device", "workers"):
             raise ValueError(f"augment_in {augment_in!r}: choose auto, device or workers")
@@ -188,15 +154,17 @@ class TorchLoader:
         self.augment_in = augment_in
         self.source = _Batches(split, batch_size=batch_size, rank=rank, world=world, seed=seed,
                                shuffle=True, drop_last=drop_last, num_workers=num_workers,
-                               image_size=image_size,
+                               decode_size=decode_size,
                                worker_augment=self.augment if augment_in == "workers" else None)
         self.seed, self.rank = seed, rank
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Next iteration is epoch ``epoch`` from its batch ``start`` (resuming mid-epoch gives the
-        same batches and views as an uninterrupted epoch: views are seeded per batch)."""
-        self.source.epoch, self.source.start = epoch, start
+    def set_epoch(self, epoch: int, start: int = 0, num_views: int | None = None) -> None:
+        """``batch.TrainLoader.set_epoch``; views are seeded per batch, so a resumed epoch also
+        gives the same views."""
+        self.source.epoch, self.source.start, self.num_views = epoch, start, num_views
+        if self.source.decoded is not None:
+            self.source.decoded.num_views = num_views
 
     def __len__(self) -> int:
         return len(self.source)
@@ -212,22 +180,21 @@ class TorchLoader:
                 views = [v.to(self.device) for v in x]
             else:
                 self.augment.reseed(batch_seed(seed, batch_no))
-                views = self.augment(x.to(self.device, non_blocking=True))
-            weak, strong, strong2 = views if len(views) == 3 else (views[0], None, None)
-            yield ViewBatch(weak, strong, strong2, self.labels[index].to(self.device), index.to(self.device))
+                views = self.augment(x.to(self.device, non_blocking=True), num_views=self.num_views)
+            yield view_batch(views, self.labels[index].to(self.device), index.to(self.device))
 
 
 class TorchEvalLoader:
     """Eval loader: centre views as EvalBatch, sharded without dropping (padding repeats indices)."""
 
-    def __init__(self, split: Split, *, size: int, batch_size: int, device: str | torch.device = "cpu",
-                 rank: int = 0, world: int = 1, num_workers: int = 2, image_size: int = 256):
+    def __init__(self, split: Split, *, view_size: int, batch_size: int, device: str | torch.device = "cpu",
+                 rank: int = 0, world: int = 1, num_workers: int = 2, decode_size: int = 256):
         self.device = torch.device(device)
         self.labels = torch.from_numpy(split.labels)
         self.source = _Batches(split, batch_size=batch_size, rank=rank, world=world, seed=0,
                                shuffle=False, drop_last=False, num_workers=num_workers,
-                               image_size=image_size)
-        self.augment = Augmenter([eval_view(size)], split.mean, split.std, engine=_engine(split))
+                               decode_size=decode_size)
+        self.augment = Augmenter([eval_view(view_size)], split.mean, split.std, engine=_engine(split))
 
     def __len__(self) -> int:
         return len(self.source)

@@ -14,7 +14,8 @@ from accelerate import Accelerator
 from lacol.config import LossConfig
 from lacol.losses import Dist, Method
 from lacol.models import build_model
-from pipelines.augment import Augmenter, lacol_views
+from pipelines.augment import Augmenter
+from pipelines.views import lacol_views
 from pipelines.batch import ViewBatch
 from pipelines.noise import make_noise
 from pipelines.sources import load_split
@@ -41,7 +42,7 @@ def main(path: str) -> None:
         views = aug(torch.from_numpy(split.images[rows.numpy()]))
         mine = slice(rank * per, (rank + 1) * per)
         batch = ViewBatch(*(v[mine] for v in views), labels[rows][mine], rows[mine])
-        out = method(model, batch, epoch=0, generator=torch.Generator().manual_seed(step))
+        out = method(model, batch, epoch=0, step=step)
         acc.backward(out.loss)
         record[f"loss{step}"] = out.value
         record.update({f"{k}{step}": v for k, v in out.terms.items()})

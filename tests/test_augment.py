@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 from pipelines import augment as A
-from pipelines.torch_loader import decode_square
+from pipelines import views as V
+from pipelines.decode import decode_square
 from tools.peer import pil_op
 
 SIZE = 96
@@ -26,8 +27,8 @@ def gray_images(fmnist_train):
 def _ours(op, x, v):
     n = x.shape[0]
     vals = torch.full((n,), float(v), dtype=torch.float64)
-    if op in A.GEOMETRIC:
-        return A.warp_nearest(x, A.op_matrix(op, vals, x.shape[1]))
+    if op in V.GEOMETRIC:
+        return A.warp_nearest(x, V.op_matrix(op, vals, x.shape[1]))
     if op in ("brightness", "color", "contrast", "sharpness"):
         vals = vals + 1
     return A.COLOUR_FNS[op](x, vals)
@@ -57,7 +58,7 @@ def test_op_matches_pil(op, v, kind, images, gray_images):
     ref = _reference(op, x, v)
     assert ours.shape == ref.shape and ours.dtype == np.uint8
     diff = np.abs(ours.astype(int) - ref.astype(int))
-    if op in A.GEOMETRIC:
+    if op in V.GEOMETRIC:
         # Nearest sampling at pixel centres, as PIL; PIL's fixed-point stepping may round a
         # boundary pixel the other way.
         assert (diff == 0).mean() > 0.995, (diff > 0).mean()
@@ -74,16 +75,16 @@ def test_ops_change_images(images):
 
 
 def test_magnitudes_follow_torchvision():
-    assert A.magnitude("rotate", 30, 224) == 30.0 and A.magnitude("rotate", 0, 224) == 0.0
-    assert A.magnitude("posterize", 30, 224) == 4 and A.magnitude("posterize", 9, 224) == 7
-    assert A.magnitude("solarize", 30, 224) == 0.0 and A.magnitude("solarize", 0, 224) == 255.0
-    assert A.magnitude("translate_x", 30, 331) == 150.0
-    assert abs(A.magnitude("shear_x", 15, 224) - 0.15) < 1e-9
+    assert V.magnitude("rotate", 30, 224) == 30.0 and V.magnitude("rotate", 0, 224) == 0.0
+    assert V.magnitude("posterize", 30, 224) == 4 and V.magnitude("posterize", 9, 224) == 7
+    assert V.magnitude("solarize", 30, 224) == 0.0 and V.magnitude("solarize", 0, 224) == 255.0
+    assert V.magnitude("translate_x", 30, 331) == 150.0
+    assert abs(V.magnitude("shear_x", 15, 224) - 0.15) < 1e-9
 
 
 def test_views_shapes_normalisation_and_independence(images):
     mean, std = (120.0, 110.0, 100.0), (60.0, 55.0, 50.0)
-    aug = A.Augmenter(A.lacol_views(80), mean, std, seed=0)
+    aug = A.Augmenter(V.lacol_views(80), mean, std, seed=0)
     weak, strong, strong2 = aug(images)
     for v in (weak, strong, strong2):
         assert v.shape == (6, 3, 80, 80) and v.dtype == torch.float32
@@ -94,19 +95,19 @@ def test_views_shapes_normalisation_and_independence(images):
     raw = weak * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
     assert torch.allclose(raw, raw.round(), atol=1e-3) and raw.min() >= -1e-3 and raw.max() <= 255 + 1e-3
     # Same seed, same views; NCHW input gives the same result as NHWC.
-    again = A.Augmenter(A.lacol_views(80), mean, std, seed=0)(images.permute(0, 3, 1, 2))
+    again = A.Augmenter(V.lacol_views(80), mean, std, seed=0)(images.permute(0, 3, 1, 2))
     assert all(torch.equal(a, b) for a, b in zip((weak, strong, strong2), again))
 
 
 def test_center_view_is_exact_crop(images):
-    aug = A.Augmenter([A.eval_view(64)], (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    aug = A.Augmenter([V.eval_view(64)], (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     (v,) = aug(images)
     o = (SIZE - 64) // 2
     assert torch.equal(v.permute(0, 2, 3, 1), images[:, o:o + 64, o:o + 64].float())
 
 
 def test_pad_crop_and_flip(gray_images):
-    spec = A.ViewSpec(28, crop="random", pad=4, flip=True)
+    spec = V.ViewSpec(28, crop="random", pad=4, flip=True)
     aug = A.Augmenter([spec], (0.0,), (1.0,), seed=1)
     outs = torch.stack([aug.view_uint8(gray_images, spec) for _ in range(20)])
     assert outs.shape == (20, 6, 28, 28, 1)
@@ -122,7 +123,7 @@ def test_pad_crop_and_flip(gray_images):
 
 
 def test_rrc_and_cutout_run(images):
-    spec = A.ViewSpec(64, crop="rrc", randaugment=True, cutout=0.25)
+    spec = V.ViewSpec(64, crop="rrc", randaugment=True, cutout=0.25)
     (v,) = A.Augmenter([spec], (0, 0, 0), (1, 1, 1))(images)
     assert v.shape == (6, 3, 64, 64) and ((v == 127).all(1)).any()
 
@@ -133,16 +134,16 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="channel dim"):
         A.to_nhwc(torch.zeros(2, 8, 8, 5, dtype=torch.uint8))
     with pytest.raises(ValueError, match="magnitude"):
-        A.ViewSpec(32, magnitude=31)
+        V.ViewSpec(32, magnitude=31)
 
 
 SPECS = {
-    "strong": A.lacol_views(80)[1],
-    "strong-pad-m20-3ops": A.ViewSpec(80, pad=8, randaugment=True, num_ops=3, magnitude=20),
-    "rrc-strong-cutout": A.ViewSpec(64, "rrc", randaugment=True, cutout=0.3),
-    "rrc": A.ViewSpec(64, "rrc"),
-    "weak": A.lacol_views(80)[0],
-    "center": A.eval_view(80),
+    "strong": V.lacol_views(80)[1],
+    "strong-pad-m20-3ops": V.ViewSpec(80, pad=8, randaugment=True, num_ops=3, magnitude=20),
+    "rrc-strong-cutout": V.ViewSpec(64, "rrc", randaugment=True, cutout=0.3),
+    "rrc": V.ViewSpec(64, "rrc"),
+    "weak": V.lacol_views(80)[0],
+    "center": V.eval_view(80),
 }
 
 

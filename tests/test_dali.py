@@ -9,11 +9,12 @@ import torch
 
 pytest.importorskip("nvidia.dali")
 
-from pipelines.augment import lacol_views  # noqa: E402
+from pipelines.views import lacol_views  # noqa: E402
 from pipelines.dali_loader import DaliEvalLoader, DaliLoader  # noqa: E402
 from pipelines.sources import DatasetError, clothing1m, fashion_mnist  # noqa: E402
 from pipelines.torch_loader import TorchLoader  # noqa: E402
-from tools.beton import convert_file_list, list_path, read_file_list  # noqa: E402
+from pipelines.formats import list_path, read_file_list  # noqa: E402
+from tools.beton import convert_file_list  # noqa: E402
 
 from test_loader import _check_batch  # noqa: E402
 
@@ -60,7 +61,7 @@ def test_array_views(fmnist_train):
 def test_same_batches_as_the_reference_and_statistics_agree(clothing_root, lists):
     split = clothing1m.load("noisy_train", clothing_root)
     dali = DaliLoader(split, lacol_views(224), batch_size=32, seed=5, rows=_rows(lists, split, "noisy_train"))
-    ref = TorchLoader(split, lacol_views(224), batch_size=32, seed=5, image_size=256, num_workers=2)
+    ref = TorchLoader(split, lacol_views(224), batch_size=32, seed=5, decode_size=256, num_workers=2)
     stats = {"dali": [], "torch": []}
     for a, b in zip(dali, ref):
         assert torch.equal(a.index, b.index) and torch.equal(a.label, b.label)
@@ -92,7 +93,7 @@ def test_eval_covers_every_sample_once(clothing_root, lists):
     split = clothing1m.load("clean_test", clothing_root)
     seen = []
     for rank in range(3):
-        loader = DaliEvalLoader(split, size=64, batch_size=8, rank=rank, world=3,
+        loader = DaliEvalLoader(split, view_size=64, batch_size=8, rank=rank, world=3,
                                 rows=_rows(lists, split, "clean_test"))
         for b in loader:
             assert b.image.shape[1:] == (3, 64, 64)

@@ -10,11 +10,13 @@ from PIL import Image
 
 pytest.importorskip("ffcv")
 
-from pipelines.augment import lacol_views  # noqa: E402
+from pipelines.views import lacol_views  # noqa: E402
 from pipelines.ffcv_loader import FfcvEvalLoader, FfcvLoader  # noqa: E402
 from pipelines.sources import DatasetError, clothing1m, fashion_mnist  # noqa: E402
-from pipelines.torch_loader import TorchLoader, decode_square  # noqa: E402
-from tools.beton import beton_path, convert_dataset, convert_split  # noqa: E402
+from pipelines.decode import decode_square  # noqa: E402
+from pipelines.torch_loader import TorchLoader  # noqa: E402
+from pipelines.formats import beton_path  # noqa: E402
+from tools.beton import convert_dataset, convert_split  # noqa: E402
 
 from test_loader import _check_batch  # noqa: E402
 from test_train import RECIPE  # noqa: E402
@@ -89,7 +91,7 @@ def test_random_order_is_the_reference_backends(clothing_root, betons):
     split = clothing1m.load("noisy_train", clothing_root)
     ffcv = FfcvLoader(split, beton_path(betons, "clothing1m", "noisy_train"), lacol_views(64), batch_size=32,
                       order="random", seed=3)
-    ref = TorchLoader(split, lacol_views(64), batch_size=32, seed=3, image_size=256, num_workers=1)
+    ref = TorchLoader(split, lacol_views(64), batch_size=32, seed=3, decode_size=256, num_workers=1)
     for a, b in zip(ffcv, ref):
         assert torch.equal(a.index, b.index) and torch.equal(a.label, b.label)
 
@@ -113,7 +115,7 @@ def test_parity_with_reference_backend(clothing_root, betons):
     split = clothing1m.load("noisy_train", clothing_root)
     ffcv = FfcvLoader(split, beton_path(betons, "clothing1m", "noisy_train"), lacol_views(224), batch_size=32,
                       order="random")
-    ref = TorchLoader(split, lacol_views(224), batch_size=32, image_size=256, num_workers=2)
+    ref = TorchLoader(split, lacol_views(224), batch_size=32, decode_size=256, num_workers=2)
 
     def stats(loader):
         acc = {k: [] for k in ("weak", "strong", "strong2")}
@@ -142,7 +144,7 @@ def test_eval_loader_covers_every_sample_once(clothing_root, betons):
     split = clothing1m.load("clean_test", clothing_root)
     seen = []
     for rank in range(3):
-        loader = FfcvEvalLoader(split, beton_path(betons, "clothing1m", "clean_test"), size=224, batch_size=8,
+        loader = FfcvEvalLoader(split, beton_path(betons, "clothing1m", "clean_test"), view_size=224, batch_size=8,
                                 rank=rank, world=3)
         batches = list(loader)
         assert len(batches) == len(loader)
@@ -215,11 +217,11 @@ def test_interrupted_conversion_leaves_nothing_that_looks_complete(clothing_root
 def test_wrong_or_missing_beton_is_a_clear_error(clothing_root, betons, tmp_path):
     test = clothing1m.load("clean_test", clothing_root)
     with pytest.raises(DatasetError, match="clean labels differ"):
-        FfcvEvalLoader(test, beton_path(betons, "clothing1m", "clean_val"), size=64, batch_size=8)
+        FfcvEvalLoader(test, beton_path(betons, "clothing1m", "clean_val"), view_size=64, batch_size=8)
     with pytest.raises(DatasetError, match="converted from 160 images"):
-        FfcvEvalLoader(test, beton_path(betons, "clothing1m", "noisy_train"), size=64, batch_size=8)
+        FfcvEvalLoader(test, beton_path(betons, "clothing1m", "noisy_train"), view_size=64, batch_size=8)
     with pytest.raises(DatasetError, match="lacol-convert"):
-        FfcvEvalLoader(test, tmp_path / "none.beton", size=64, batch_size=8)
+        FfcvEvalLoader(test, tmp_path / "none.beton", view_size=64, batch_size=8)
 
 
 def test_convert_cli_and_bench(clothing_root, tmp_path, capsys):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.augment import lacol_views
+from pipelines.views import lacol_views
 from pipelines.batch import ViewBatch
 from pipelines.sharding import shard_indices
 from pipelines.sources import clothing1m
@@ -43,7 +43,7 @@ def test_in_memory_views_pair_labels_with_indices(fmnist_train):
 @pytest.mark.parametrize("augment_in", ["workers", "device"])
 def test_file_views(clothing_root, augment_in):
     split = clothing1m.load("noisy_train", clothing_root)
-    loader = TorchLoader(split, lacol_views(64), batch_size=32, num_workers=2, image_size=72,
+    loader = TorchLoader(split, lacol_views(64), batch_size=32, num_workers=2, decode_size=72,
                          augment_in=augment_in)
     assert loader.augment_in == augment_in
     batches = list(loader)
@@ -69,7 +69,7 @@ def test_corrupt_files_are_counted_and_skipped(clothing_root, tmp_path, caplog):
     split.path(3).write_bytes(b"")                                       # zero bytes
     split.path(5).write_bytes(split.path(5).read_bytes()[:200])          # truncated
     split.path(7).unlink()                                               # missing
-    loader = TorchLoader(split, lacol_views(64), batch_size=32, image_size=72, num_workers=1)
+    loader = TorchLoader(split, lacol_views(64), batch_size=32, decode_size=72, num_workers=1)
     total = sum(len(b) for b in loader)
     assert total == 160 - 3
     assert sorted(loader.skipped) == sorted(str(split.path(i)) for i in (3, 5, 7))
@@ -96,13 +96,13 @@ def test_loaders_on_two_ranks(fmnist_train):
         assert len(loader) == 6
         seen.append(torch.cat([b.index for b in loader]).tolist())
     assert not set(seen[0]) & set(seen[1]) and len(seen[0]) == len(seen[1]) == 300
-    ev = [torch.cat([b.index for b in TorchEvalLoader(split, size=28, batch_size=64, rank=r, world=2)]) for r in (0, 1)]
+    ev = [torch.cat([b.index for b in TorchEvalLoader(split, view_size=28, batch_size=64, rank=r, world=2)]) for r in (0, 1)]
     assert set(ev[0].tolist()) | set(ev[1].tolist()) == set(range(600)) and len(ev[0]) == len(ev[1]) == 300
 
 
 def test_eval_loader_files(clothing_root):
     split = clothing1m.load("clean_test", clothing_root)
-    batches = list(TorchEvalLoader(split, size=64, batch_size=10, image_size=72, num_workers=1))
+    batches = list(TorchEvalLoader(split, view_size=64, batch_size=10, decode_size=72, num_workers=1))
     idx = torch.cat([b.index for b in batches])
     assert sorted(idx.tolist()) == list(range(32))
     assert batches[0].image.shape == (10, 3, 64, 64)

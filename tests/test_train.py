@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -39,11 +38,24 @@ def test_config_errors_name_the_key_and_the_choices(tmp_path):
         load_config(bad)
     for recipe in Path("configs").glob("*.yaml"):
         load_config(recipe)  # every shipped recipe is valid
+    with pytest.raises(ConfigError, match="merged into train.deterministic"):
+        load_config(None, ["loss.deterministic=true"])
 
 
-def test_two_epochs_on_real_fashion_mnist_learn(tmp_path):
+def test_a_missing_triton_is_a_config_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"loss.kernel=triton needs Triton"):
+        load_config(None, ["loss.kernel=triton"])
+
+
+def test_two_epochs_on_real_fashion_mnist_learn(tmp_path, capsys):
     cfg = load_config(RECIPE, [*SMALL, f"train.out_dir={tmp_path}", "train.name=learn"])
     summary = train(cfg)
+    printed = capsys.readouterr().out  # train.progress=false: no bar, but the per-epoch lines
+    assert printed.count("test acc=") == 2, printed
     assert summary["epochs"] == 2
     assert summary["final_test_acc"] > 0.45  # chance is 0.1
     run = tmp_path / "learn"

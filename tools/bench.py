@@ -36,31 +36,29 @@ def _time_loader(make, batches: int, warmup: int) -> tuple[float, int]:
     return n / (time.perf_counter() - t), n
 
 
-def _ffcv_loader(split, a):
-    from pipelines.augment import lacol_views
-    from pipelines.ffcv_loader import FfcvLoader
-    from tools.beton import beton_path
+def _data_config(a, backend: str):
+    """The data config of the loader benchmark: Clothing1M layout, three views at 224 px (crop +
+    flip; RandAugment on the strong two), decoded to 256."""
+    from lacol.config import DataConfig
 
-    path = beton_path(a.ffcv_dir or os.path.join(a.root, "ffcv"), "clothing1m", "noisy_train")
-    return FfcvLoader(split, path, lacol_views(224), batch_size=a.batch_size, num_workers=a.workers,
-                      order=a.ffcv_order)
+    return DataConfig(dataset="clothing1m", root=a.root, backend=backend, noise="none", batch_size=a.batch_size,
+                      num_workers=a.workers, image_size=224, decode_size=256, pad=0,
+                      ffcv_dir=a.ffcv_dir or os.path.join(a.root, "ffcv"), ffcv_order=a.ffcv_order,
+                      dali_dir=a.dali_dir or os.path.join(a.root, "dali"))
 
 
-def _dali_loader(split, a):
-    from pipelines.augment import lacol_views
-    from pipelines.dali_loader import DaliLoader
-    from tools.beton import list_path, read_file_list
+def _loader(split, a, backend: str):
+    from pipelines.build import make_loader, train_views
 
-    rows = read_file_list(list_path(a.dali_dir or os.path.join(a.root, "dali"), "clothing1m", "noisy_train"), split)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return DaliLoader(split, lacol_views(224), batch_size=a.batch_size, num_workers=a.workers, rows=rows,
-                      device=device)
+    d = _data_config(a, backend)
+    device = "cuda" if backend == "dali" and torch.cuda.is_available() else "cpu"
+    return make_loader(d, split, train_views(d), device=device)
 
 
 def bench_loader(a) -> int:
-    from pipelines.augment import lacol_views
     from pipelines.sources import load_split
     from pipelines.torch_loader import TorchLoader
+    from pipelines.views import lacol_views
     from tools.peer import peer_loader
 
     torch.set_num_threads(a.threads)
@@ -72,11 +70,12 @@ def bench_loader(a) -> int:
         return 2
     makers = {
         "peer": lambda: peer_loader(split, a.batch_size, a.workers),
-        "torch": lambda: TorchLoader(split, lacol_views(224), batch_size=a.batch_size, num_workers=a.workers),
+        "torch": lambda: _loader(split, a, "torch"),
+        # the reference backend with its views made in this process rather than in its workers
         "torch-augment-in-main": lambda: TorchLoader(split, lacol_views(224), batch_size=a.batch_size,
                                                      num_workers=a.workers, augment_in="device"),
-        "ffcv": lambda: _ffcv_loader(split, a),
-        "dali": lambda: _dali_loader(split, a),
+        "ffcv": lambda: _loader(split, a, "ffcv"),
+        "dali": lambda: _loader(split, a, "dali"),
     }
     unknown = set(a.backends) - set(makers)
     if unknown:

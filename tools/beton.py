@@ -22,7 +22,6 @@ is stored and how) and ``X.report.json`` (skipped and converted files).
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 import types
@@ -34,18 +33,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipelines.sources import DatasetError, Split, load_split
-from pipelines.torch_loader import open_square
-
-FORMAT = "lacol-ffcv/1"
-SPLITS = {"clothing1m": ("noisy_train", "clean_train", "clean_val", "clean_test"),
-          "fashion_mnist": ("train", "test"), "cifar10": ("train", "test"), "cifar100": ("train", "test")}
-
-
-def beton_path(out_dir: str | Path, dataset: str, split: str) -> Path:
-    """Where the converter writes (and the ffcv backend looks for) one split."""
-    return Path(out_dir) / f"{dataset}_{split}.beton"
-
+from pipelines.decode import open_square
+from pipelines.fileio import atomic_json, atomic_path, atomic_write
+from pipelines.formats import FORMAT, beton_path
+from pipelines.sources import DATASETS, DatasetError, Split, load_split
 
 @dataclass
 class ConvertResult:
@@ -115,7 +106,7 @@ def write_report(out: Path, dataset: str, split_name: str, n: int, written: int,
     report = {"dataset": dataset, "split": split_name, "source_images": n, "written": int(written),
               "skipped": result.skipped, "converted": result.converted}
     path = out.with_name(out.name.split(".")[0] + ".report.json")
-    _atomic_json(path, report)
+    atomic_json(path, report)
     bad = len(result.skipped) / max(n, 1)
     if bad > max_bad:
         raise DatasetError(
@@ -193,12 +184,6 @@ def _progress(enabled: bool):
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled)
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def convert_split(split: Split, dataset: str, split_name: str, out: str | Path, *, size: int = 256,
                   quality: int = 90, workers: int | None = None, max_bad: float = 0.01,
                   progress: bool = True) -> ConvertResult:
@@ -209,55 +194,53 @@ def convert_split(split: Split, dataset: str, split_name: str, out: str | Path, 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     blob = out.with_name(out.name + f".jpeg-tmp-{os.getpid()}")
     result = ConvertResult(out, 0)
     t0 = time.perf_counter()
     n = len(split)
     try:
-        with _progress(progress) as bar:
-            good = np.arange(n)
-            if split.images is None:
-                image_field = RGBImageField(write_mode="jpg", jpeg_quality=quality)
-                image_field.encode = types.MethodType(_write_jpeg_bytes, image_field)
-                ok, offsets = decode_pass(split, f"{dataset}/{split_name}: decode", bar, result, workers,
-                                          (size, quality), blob)
-                good = np.flatnonzero(ok)
-                samples = _Samples(split, blob, offsets, size)
-                image_meta = {"storage": "jpeg", "quality": quality, "size": [size, size, 3],
-                              "resize": f"shorter side to {size} (bilinear, JPEG draft scaling first), "
-                                        f"central {size}x{size} kept",
-                              "encoder": f"Pillow {Image.__version__}"}
-            else:
-                shape = split.images.shape[1:]
-                image_field = NDArrayField(np.dtype("uint8"), shape)
-                samples = _Samples(split)
-                image_meta = {"storage": "raw", "size": list(shape)}
-            write_report(out, dataset, split_name, n, len(good), result, max_bad)
-            fields = {"image": image_field, "label": IntField(), "clean_label": IntField(), "index": IntField()}
-            _RichTqdm.progress, _RichTqdm.task = bar, bar.add_task(f"{dataset}/{split_name}: write .beton",
-                                                                   total=len(good))
-            saved_tqdm, ffcv_writer.tqdm = ffcv_writer.tqdm, _RichTqdm
-            try:
-                w = ffcv_writer.DatasetWriter(str(tmp), fields, num_workers=min(workers, 4))
-                w.from_indexed_dataset(samples, indices=good, chunksize=256)
-            finally:
-                ffcv_writer.tqdm = saved_tqdm
-                _RichTqdm.progress = None
-        result.num_samples = int(len(good))
-        result.seconds = time.perf_counter() - t0
-        meta = {"format": FORMAT, "dataset": dataset, "split": split_name, "num_samples": result.num_samples,
-                "source_images": n, "source": str(split.root) if split.root else split.name,
-                "fields": {"image": type(image_field).__name__, "label": "IntField",
-                           "clean_label": "IntField (-1: unknown)", "index": "IntField (row of the source split)"},
-                "image": image_meta, "classes": list(split.classes), "skipped": len(result.skipped),
-                "converted": len(result.converted), "seconds": round(result.seconds, 2),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        _atomic_json(out.with_name(out.name + ".json"), meta)
-        os.replace(tmp, out)  # last: the .beton only appears complete
+        with atomic_path(out) as tmp:  # renamed last: the .beton only appears complete
+            with _progress(progress) as bar:
+                good = np.arange(n)
+                if split.images is None:
+                    image_field = RGBImageField(write_mode="jpg", jpeg_quality=quality)
+                    image_field.encode = types.MethodType(_write_jpeg_bytes, image_field)
+                    ok, offsets = decode_pass(split, f"{dataset}/{split_name}: decode", bar, result, workers,
+                                              (size, quality), blob)
+                    good = np.flatnonzero(ok)
+                    samples = _Samples(split, blob, offsets, size)
+                    image_meta = {"storage": "jpeg", "quality": quality, "size": [size, size, 3],
+                                  "resize": f"shorter side to {size} (bilinear, JPEG draft scaling first), "
+                                            f"central {size}x{size} kept",
+                                  "encoder": f"Pillow {Image.__version__}"}
+                else:
+                    shape = split.images.shape[1:]
+                    image_field = NDArrayField(np.dtype("uint8"), shape)
+                    samples = _Samples(split)
+                    image_meta = {"storage": "raw", "size": list(shape)}
+                write_report(out, dataset, split_name, n, len(good), result, max_bad)
+                fields = {"image": image_field, "label": IntField(), "clean_label": IntField(), "index": IntField()}
+                _RichTqdm.progress, _RichTqdm.task = bar, bar.add_task(f"{dataset}/{split_name}: write .beton",
+                                                                       total=len(good))
+                saved_tqdm, ffcv_writer.tqdm = ffcv_writer.tqdm, _RichTqdm
+                try:
+                    w = ffcv_writer.DatasetWriter(str(tmp), fields, num_workers=min(workers, 4))
+                    w.from_indexed_dataset(samples, indices=good, chunksize=256)
+                finally:
+                    ffcv_writer.tqdm = saved_tqdm
+                    _RichTqdm.progress = None
+            result.num_samples = int(len(good))
+            result.seconds = time.perf_counter() - t0
+            meta = {"format": FORMAT, "dataset": dataset, "split": split_name, "num_samples": result.num_samples,
+                    "source_images": n, "source": str(split.root) if split.root else split.name,
+                    "fields": {"image": type(image_field).__name__, "label": "IntField",
+                               "clean_label": "IntField (-1: unknown)", "index": "IntField (row of the source split)"},
+                    "image": image_meta, "classes": list(split.classes), "skipped": len(result.skipped),
+                    "converted": len(result.converted), "seconds": round(result.seconds, 2),
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            atomic_json(out.with_name(out.name + ".json"), meta)
     finally:
-        for p in (tmp, blob):
-            p.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
     return result
 
 
@@ -265,34 +248,13 @@ def convert_dataset(dataset: str, root: str | Path | None, out_dir: str | Path, 
                     **kw) -> list[ConvertResult]:
     """Every split of a dataset (or ``splits``) to ``out_dir/{dataset}_{split}.beton``."""
     results = []
-    for name in splits or SPLITS[dataset]:
+    for name in splits or DATASETS[dataset].splits:
         split = load_split(dataset, name, root)
         results.append(convert_split(split, dataset, name, beton_path(out_dir, dataset, name), **kw))
     return results
 
 
-def read_meta(path: str | Path) -> dict:
-    """The sidecar of a .beton; a clear error when the file or its sidecar is missing."""
-    path = Path(path)
-    side = path.with_name(path.name + ".json")
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such .beton; make it with `lacol-convert DATASET --to ffcv "
-                           f"--root ROOT --out {path.parent}`")
-    if not side.is_file():
-        raise DatasetError(f"{side}: missing; {path} was not written by lacol-convert (or is incomplete): "
-                           f"convert again")
-    meta = json.loads(side.read_text())
-    if meta.get("format") != FORMAT:
-        raise DatasetError(f"{side}: format {meta.get('format')!r}, expected {FORMAT!r}: convert again")
-    return meta
-
-
 # ---------------------------------------------------------------------- DALI file lists
-
-def list_path(out_dir: str | Path, dataset: str, split: str) -> Path:
-    """Where ``--to dali`` writes (and the dali backend looks for) one split's file list."""
-    return Path(out_dir) / f"{dataset}_{split}.dali.txt"
-
 
 def convert_file_list(split: Split, dataset: str, split_name: str, out: str | Path, *,
                       workers: int | None = None, max_bad: float = 0.01, progress: bool = True,
@@ -312,24 +274,6 @@ def convert_file_list(split: Split, dataset: str, split_name: str, out: str | Pa
                             (size, None))
     good = np.flatnonzero(ok)
     write_report(out, dataset, split_name, len(split), len(good), result, max_bad)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    tmp.write_text("".join(f"{split.files[i]} {i}\n" for i in good))
-    os.replace(tmp, out)
+    atomic_write(out, "".join(f"{split.files[i]} {i}\n" for i in good))
     result.num_samples, result.seconds = int(len(good)), time.perf_counter() - t0
     return result
-
-
-def read_file_list(path: str | Path, split: Split) -> np.ndarray:
-    """The split rows a ``--to dali`` list names (checked against the split's files)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file list; make it with `lacol-convert {split.name.split('/')[0]} "
-                           f"--to dali --root ROOT --out {path.parent}`")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        rel, _, row = line.rpartition(" ")
-        if not row.isdigit() or int(row) >= len(split) or split.files[int(row)] != rel:
-            raise DatasetError(f"{path}:{n}: {line!r} does not name a file of {split.name} with its row; "
-                               f"the list was made from other data: convert again")
-        rows.append(int(row))
-    return np.asarray(rows, dtype=np.int64)

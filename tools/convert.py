@@ -30,16 +30,16 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fmnist-root", default=None)
     s.add_argument("--workers", type=int, default=2)
-    from tools.beton import SPLITS
+    from pipelines.sources import DATASETS
 
-    for name, splits in SPLITS.items():
+    for name, info in DATASETS.items():
         s = sub.add_parser(name, help=f"{name} splits to another format")
         s.add_argument("--to", choices=("ffcv", "dali"), required=True,
                        help="ffcv: .beton files; dali: checked file lists (file datasets) for the dali backend")
         s.add_argument("--root", default=None, help="dataset folder (default: the dataset's default place)")
         s.add_argument("--out", default=None, help="output folder (default data/ffcv or data/dali)")
-        s.add_argument("--splits", type=lambda v: v.split(","), default=list(splits),
-                       help=f"comma-separated, of {','.join(splits)}")
+        s.add_argument("--splits", type=lambda v: v.split(","), default=list(info.splits),
+                       help=f"comma-separated, of {','.join(info.splits)}")
         s.add_argument("--size", type=int, default=256, help="file datasets: stored square side")
         s.add_argument("--quality", type=int, default=90, help="file datasets: JPEG quality")
         s.add_argument("--workers", type=int, default=os.cpu_count())
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
                        help="fail when more than this fraction of a split's images cannot be decoded")
         s.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    if a.cmd in SPLITS:
+    if a.cmd in DATASETS:
         return _convert(a)
     if a.cmd == "fmnist-clothing1m":
         from tools.clothing1m_sample import build
@@ -75,7 +75,8 @@ def _convert(a) -> int:
     try:
         if a.to == "dali":
             from pipelines.sources import load_split
-            from tools.beton import convert_file_list, list_path
+            from pipelines.formats import list_path
+            from tools.beton import convert_file_list
 
             results = [convert_file_list(load_split(a.cmd, name, a.root), a.cmd, name, list_path(out, a.cmd, name),
                                          workers=a.workers, max_bad=a.max_bad, progress=not a.no_progress)
@@ -94,9 +95,9 @@ def _convert(a) -> int:
 
 
 def _splits(dataset: str):
-    from tools.beton import SPLITS
+    from pipelines.sources import DATASETS
 
-    return SPLITS[dataset]
+    return DATASETS[dataset].splits
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from pipelines.augment import OPS, SIGNED, magnitude
+from pipelines.views import OPS, SIGNED, magnitude
 
 
 def pil_op(img: Image.Image, op: str, v: float) -> Image.Image:

@@ -1,0 +1,110 @@
+"""Data assembly, in one place below the trainer: the training split (noise, subset), the
+evaluation splits, and a loader of any backend from the data config (``{backend: builders}``).
+
+The trainer, ``lacol eval``/``predict`` and ``lacol-bench`` call ``make_loader``; none of them
+names a backend or a file format. ``d`` is a ``lacol.config.DataConfig`` (read by attribute:
+pipelines/ does not import lacol/)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .batch import EvalLoader, TrainLoader
+from .formats import beton_path, list_path, read_file_list
+from .noise import NoisyLabels, make_noise
+from .sources import dataset_info, load_split
+from .sources.base import Split
+from .views import ViewSpec, lacol_views
+
+
+def train_split(d, noise_file: Path | None = None) -> Split:
+    """The training split with its noisy labels, optionally a fixed subset. Synthetic noise is
+    drawn once and kept in ``noise_file`` (read back when it exists), so a resumed run trains on
+    the same labels."""
+    split = load_split(d.dataset, dataset_info(d.dataset).train, d.root)
+    if d.noise != "none":
+        if noise_file is not None and noise_file.is_file():
+            noise = NoisyLabels.load(noise_file)
+        else:
+            noise = make_noise(split, d.dataset, d.noise, d.noise_rate, d.noise_seed, d.cifar_n_file)
+            if noise_file is not None:
+                noise.save(noise_file)
+        split = split.with_labels(noise.labels)
+    if d.train_subset:
+        # its own seed stream: default_rng(0) would be the very permutation that symmetric noise
+        # with noise_seed 0 flips first, and the subset would be all noisy
+        rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(1,)))
+        split = split.subset(rng.permutation(len(split))[: d.train_subset])
+    return split
+
+
+def eval_splits(d) -> dict[str, Split]:
+    """The dataset's evaluation splits by name (``sources.DATASETS``)."""
+    return {name: load_split(d.dataset, name, d.root) for name in dataset_info(d.dataset).eval}
+
+
+def train_views(d, strong: bool = True) -> tuple[ViewSpec, ...]:
+    """The three LaCoL views of the config (weak, strong, strong), or the weak view alone."""
+    views = lacol_views(d.image_size, pad=d.pad, magnitude=d.magnitude, num_ops=d.num_ops, crop=d.crop,
+                        flip=d.flip, cutout=d.cutout)
+    return views if strong else views[:1]
+
+
+def _split_name(split: Split) -> str:
+    return split.name.split("/")[-1]
+
+
+def _dali_rows(d, split: Split) -> np.ndarray | None:
+    """File datasets: the rows of the checked list (``lacol-convert DATASET --to dali``), mapped
+    to this split's rows (it may be a subset); in-memory datasets: None (all rows)."""
+    if split.files is None:
+        return None
+    name = _split_name(split)
+    listed = np.zeros(split.source_len, dtype=bool)
+    # the list names rows of the full split; a subset keeps the rows it has
+    full = load_split(d.dataset, name, d.root) if split.source_len != len(split) else split
+    listed[read_file_list(list_path(d.dali_dir, d.dataset, name), full)] = True
+    return np.flatnonzero(listed[split.source_index])
+
+
+def _torch(d, split, views, **kw):
+    from .torch_loader import TorchEvalLoader, TorchLoader
+
+    if views is None:
+        return TorchEvalLoader(split, decode_size=d.decode_size, **kw)
+    return TorchLoader(split, views, decode_size=d.decode_size, **kw)
+
+
+def _ffcv(d, split, views, **kw):
+    from .ffcv_loader import FfcvEvalLoader, FfcvLoader
+
+    path = beton_path(d.ffcv_dir, d.dataset, _split_name(split))
+    if views is None:
+        return FfcvEvalLoader(split, path, os_cache=d.os_cache, **kw)
+    return FfcvLoader(split, path, views, order=d.ffcv_order, os_cache=d.os_cache, **kw)
+
+
+def _dali(d, split, views, **kw):
+    from .dali_loader import DaliEvalLoader, DaliLoader
+
+    if views is None:
+        return DaliEvalLoader(split, decode_size=d.decode_size, rows=_dali_rows(d, split), **kw)
+    return DaliLoader(split, views, decode_size=d.decode_size, rows=_dali_rows(d, split), **kw)
+
+
+BACKENDS = {"torch": _torch, "ffcv": _ffcv, "dali": _dali}
+"""``data.backend`` -> builder(d, split, views or None for evaluation, **loader keywords)."""
+
+
+def make_loader(d, split: Split, views: tuple[ViewSpec, ...] | None, *, rank: int = 0, world: int = 1,
+                device="cpu", seed: int = 0) -> TrainLoader | EvalLoader:
+    """A loader of backend ``d.backend`` for one rank: a training loader of ``views`` (batches of
+    ``d.batch_size``, views seeded from ``seed``), or, with ``views`` None, an evaluation loader
+    (centre views of ``d.image_size``, batches of ``d.eval_batch_size``)."""
+    kw = dict(device=device, rank=rank, world=world, num_workers=d.num_workers)
+    if views is None:
+        kw.update(view_size=d.image_size, batch_size=d.eval_batch_size)
+    else:
+        kw.update(batch_size=d.batch_size, seed=seed)
+    return BACKENDS[d.backend](d, split, views, **kw)

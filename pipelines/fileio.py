@@ -1,0 +1,39 @@
+"""Files that are either complete or absent: every writer in the project goes through here."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write (a file or a folder); renamed onto ``path`` when
+    the block ends, removed if it raises. A reader never sees a half-written ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        if path.is_dir() and tmp.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write text or bytes to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
+
+
+def atomic_json(path: str | Path, obj, indent: int | None = 1) -> None:
+    """``obj`` as JSON in ``path``, atomically."""
+    atomic_write(path, json.dumps(obj, indent=indent) + "\n")
