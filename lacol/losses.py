@@ -61,20 +61,33 @@ def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, 
 
 
 def sample_negatives(labels: torch.Tensor, k: int, generator: torch.Generator | None = None):
-    """K in-batch negatives per anchor, each with a different noisy label.
+    """K in-batch negatives per anchor, each with a different noisy label, in O(B*K) memory.
 
-    Without replacement when an anchor has >= K candidates, with replacement when it has fewer;
-    ``valid`` is False for anchors with none (they are skipped). Returns (idx (B, K), valid (B,))."""
-    b = labels.shape[0]
-    scores = torch.rand(b, b, device=labels.device, generator=generator)
-    same = labels[:, None] == labels[None, :]
-    scores = scores.masked_fill(same, -1.0)  # candidates first, in random order
-    order = scores.argsort(dim=1, descending=True)
-    count = (~same).sum(1)
-    u = torch.rand(b, k, device=labels.device, generator=generator)
-    with_repl = (u * count[:, None]).long().clamp_max((count[:, None] - 1).clamp_min(0))
-    pos = torch.where(count[:, None] >= k, torch.arange(k, device=labels.device).expand(b, k), with_repl)
-    return order.gather(1, pos), count > 0
+    Without replacement when an anchor has >= K candidates (a uniformly random K-subset of them),
+    with replacement when it has fewer; ``valid`` is False for anchors with none (they are
+    skipped). A deterministic function of the labels and the generator's state, on any device,
+    with no host sync: processes that share both draw the same negatives.
+
+    How: the batch sorted by label puts each class in one segment; an anchor's candidates are the
+    m = B - n_c positions outside its class's segment, numbered 0..m-1 skipping it. Robert Floyd's
+    algorithm draws a uniform K-subset of 0..m-1 in K vectorised steps (step s draws t in 0..j,
+    j = m - K + s, and takes j instead when t was drawn before). Returns (idx (B, K), valid (B,))."""
+    b, dev = labels.shape[0], labels.device
+    order = torch.sort(labels, stable=True).indices
+    first = torch.searchsorted(labels[order], labels, right=False)  # start of the anchor's class segment
+    n_c = torch.searchsorted(labels[order], labels, right=True) - first
+    m = b - n_c  # candidates
+    u = torch.rand(b, k, device=dev, generator=generator, dtype=torch.float64)
+    picks = torch.empty(b, k, dtype=torch.long, device=dev)
+    for step in range(k):
+        j = m - k + step
+        t = torch.minimum((u[:, step] * (j + 1).clamp_min(1)).long(), j.clamp_min(0))
+        dup = (picks[:, :step] == t[:, None]).any(1)
+        picks[:, step] = torch.where(dup, j, t)
+    with_repl = torch.minimum((u * m[:, None]).long(), (m - 1).clamp_min(0)[:, None])
+    r = torch.where((m >= k)[:, None], picks, with_repl)
+    pos = r + n_c[:, None] * (r >= first[:, None])  # skip the anchor's own segment
+    return order[pos.clamp_max(b - 1)], m > 0
 
 
 def ms_loss(z_w: torch.Tensor, z_s: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor,

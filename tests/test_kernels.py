@@ -11,7 +11,9 @@ if "triton" not in sys.modules:
     os.environ.setdefault("TRITON_INTERPRET", "0" if torch.cuda.is_available() else "1")
 pytest.importorskip("triton")
 
+from lacol.kernels import ms as ms_kernels  # noqa: E402
 from lacol.kernels.ms import ms_loss_fused, reverse_index  # noqa: E402
+from lacol.kernels import sc as sc_kernels  # noqa: E402
 from lacol.kernels.sc import sc_loss_fused  # noqa: E402
 from lacol.losses import label_similarity, ms_loss, sample_negatives, sc_loss  # noqa: E402
 
@@ -45,6 +47,17 @@ def _ms_case(b=24, n=40, d=32, k=15, offset=8, classes=4, seed=0, zero_rows=True
 @pytest.mark.parametrize("case", [{}, {"classes": 2, "k": 30}, {"offset": 0, "n": 24, "zero_rows": False},
                                   {"classes": 1}])  # one class: no valid negatives anywhere
 def test_ms_kernel_matches_reference(case, deterministic):
+    _ms_matches(case, deterministic)
+
+
+@pytest.mark.parametrize("anchors", [1, 5, 8])  # 5 leaves a tail program over 24 anchors
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_ms_kernel_launch_shapes(anchors, deterministic, monkeypatch):
+    monkeypatch.setattr(ms_kernels, "ANCHORS", anchors)
+    _ms_matches({}, deterministic)
+
+
+def _ms_matches(case, deterministic):
     z_w, z_s, neg, valid, offset = _ms_case(**case)
     ref = ms_loss(F.normalize(z_w, dim=1), F.normalize(z_s, dim=1), neg, valid, 0.2, offset=offset)
     ref_grads = torch.autograd.grad(ref, (z_w, z_s))
@@ -96,6 +109,32 @@ def test_sc_kernel_matches_reference(case, rho, kind):
     ref_grads = torch.autograd.grad(ref, inputs)
     out = sc_loss_fused(p, z_s, z_s2, rho, 0.2, kind, p_cols=p_cols, z_cols=z_cols, offset=offset, normaliser=n)
     _close(out, ref, torch.autograd.grad(out, inputs), ref_grads)
+
+
+@pytest.mark.parametrize("tile", [(64, 64), (128, 64), (64, 128)])
+def test_sc_kernel_tile_shapes(tile, monkeypatch):
+    """The tuned tile shapes, each forced, over several row and column tiles and ragged edges."""
+    monkeypatch.setattr(sc_kernels, "TILE", tile)
+    p, p_cols, z_s, z_s2, z_cols, offset = _sc_case(b=150, n=290, c=14, d=128, offset=70)
+    inputs = (z_s, z_s2, z_cols)
+    ref = sc_loss(label_similarity(p, 0.8, p_cols=p_cols, offset=offset), z_s, z_s2, 0.2, z_cols=z_cols,
+                  offset=offset, normaliser=290)
+    out = sc_loss_fused(p, z_s, z_s2, 0.8, 0.2, p_cols=p_cols, z_cols=z_cols, offset=offset, normaliser=290)
+    _close(out, ref, torch.autograd.grad(out, inputs), torch.autograd.grad(ref, inputs))
+
+
+def test_sc_bf16_embeddings():
+    """bf16 embeddings (tensor-core products on a GPU): loss within 1e-2 relative of the fp32
+    reference of the same rounded inputs, gradients within 2e-2 of the largest."""
+    p, p_cols, z_s, z_s2, z_cols, offset = _sc_case(b=40, n=80, d=64)
+    z16 = [t.detach().bfloat16().requires_grad_() for t in (z_s, z_s2, z_cols)]
+    z32 = [t.detach().float().requires_grad_() for t in z16]
+    ref = sc_loss(label_similarity(p, 0.8, p_cols=p_cols, offset=offset), z32[0], z32[1], 0.2, z_cols=z32[2],
+                  offset=offset, normaliser=80)
+    out = sc_loss_fused(p, *z16[:2], 0.8, 0.2, p_cols=p_cols, z_cols=z16[2], offset=offset, normaliser=80)
+    assert abs(out.item() - ref.item()) <= 1e-2 * abs(ref.item())
+    for g, r in zip(torch.autograd.grad(out, z16), torch.autograd.grad(ref, z32)):
+        assert g.dtype == torch.bfloat16 and (g.float() - r).abs().max() <= 2e-2 * r.abs().max()
 
 
 def test_sc_kernel_is_bitwise_reproducible():

@@ -8,6 +8,8 @@
     lacol-bench kernel [--ms-sizes 256,1024,4096,16384] [--sc-sizes 1024,4096,16384]
         forward+backward ms and peak memory of L_MS (K=15, D=128) and L_SC: eager reference,
         torch.compile'd reference and the fused Triton kernels (CUDA; on a CPU only the first two)
+    lacol-bench sampler [--sizes 1024,4096,16384] [--k 15]
+        ms per call of the O(B*K) negative sampler beside the B x B argsort it replaced (one run)
     lacol-bench parse --lines 1000000
         seconds to parse a Clothing1M-size noisy_train split (1M keys)
 """
@@ -224,6 +226,50 @@ def bench_kernel(a) -> int:
     return 0
 
 
+def _argsort_negatives(labels: torch.Tensor, k: int, generator: torch.Generator):
+    """The sampler ``losses.sample_negatives`` replaced: a B x B random matrix, argsorted per row."""
+    b = labels.shape[0]
+    scores = torch.rand(b, b, device=labels.device, generator=generator)
+    same = labels[:, None] == labels[None, :]
+    order = scores.masked_fill(same, -1.0).argsort(dim=1, descending=True)
+    count = (~same).sum(1)
+    u = torch.rand(b, k, device=labels.device, generator=generator)
+    with_repl = (u * count[:, None]).long().clamp_max((count[:, None] - 1).clamp_min(0))
+    pos = torch.where(count[:, None] >= k, torch.arange(k, device=labels.device).expand(b, k), with_repl)
+    return order.gather(1, pos), count > 0
+
+
+def bench_sampler(a) -> int:
+    import statistics
+
+    from lacol.losses import sample_negatives
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(a.threads)
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {a.threads} threads of {os.cpu_count()}"
+    table = Table(title=f"negative sampler, K={a.k}, {a.classes} classes, median of {a.repeats}: {where}")
+    for col in ("B", "O(B*K) ms", "B x B argsort ms", "speed-up"):
+        table.add_column(col, justify="right")
+    for b in a.sizes:
+        gen = torch.Generator(device).manual_seed(0)
+        labels = torch.randint(0, a.classes, (b,), device=device, generator=gen)
+        res = {}
+        for name, fn in (("new", sample_negatives), ("old", _argsort_negatives)):
+            times = []
+            for _ in range(a.repeats + 1):  # the first call warms up
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                fn(labels, a.k, gen)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times.append((time.perf_counter() - t) * 1e3)
+            res[name] = statistics.median(times[1:])
+        table.add_row(str(b), f"{res['new']:.3f}", f"{res['old']:.3f}", f"{res['old'] / res['new']:.1f}x")
+    Console().print(table)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lacol-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -242,6 +288,12 @@ def main(argv=None) -> int:
     s.add_argument("--dali-dir", default=None, help="where clothing1m_noisy_train.dali.txt is (default ROOT/dali; "
                    "make it with lacol-convert clothing1m --to dali --root ROOT --out ROOT/dali)")
     s.add_argument("--ffcv-order", default="quasi_random", choices=("quasi_random", "random"))
+    s = sub.add_parser("sampler", help="the O(B*K) negative sampler beside the B x B argsort it replaced")
+    s.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1024, 4096, 16384])
+    s.add_argument("--k", type=int, default=15)
+    s.add_argument("--classes", type=int, default=14)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--repeats", type=int, default=5)
     s = sub.add_parser("parse", help="seconds to read a Clothing1M-size split's label lists")
     s.add_argument("--lines", type=int, default=1_000_000)
     s = sub.add_parser("convert", help="images/s of converting a Clothing1M-layout split to .beton")
@@ -255,7 +307,8 @@ def main(argv=None) -> int:
     s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     s.add_argument("--repeats", type=int, default=20)
     a = p.parse_args(argv)
-    return {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert, "kernel": bench_kernel}[a.cmd](a)
+    return {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert, "kernel": bench_kernel,
+            "sampler": bench_sampler}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -6,27 +6,41 @@ Layers: ``@triton.jit`` kernels -> launchers (``_forward``, ``_backward``) ->
 torch.compile) -> ``MsLoss`` (autograd.Function) -> ``ms_loss_fused`` (what ``lacol/losses.py``
 dispatches to). Inputs fp32 or bf16; all arithmetic in fp32.
 
+Launch shape: each program handles several anchors (``CONFIGS``: 1-8 anchors x 1-4 warps,
+autotuned per (B, D, K) on a GPU), so small per-anchor programs do not leave the GPU idle.
+
 Gradients of the strong embeddings: a row of ``z_s`` receives from its own anchor (the positive)
 and from every anchor that drew it as a negative. Two paths: ``deterministic`` (default when
 ``torch.are_deterministic_algorithms_enabled()``) builds a reverse index once per step (the
-references to each row, sorted by anchor) and lets one program per row sum them in that order,
-without float atomics, so the result is bitwise reproducible; otherwise one program per anchor
-adds its contributions with ``atomic_add``.
+references to each row, sorted by anchor; by a sort and a search, with no host sync) and lets
+one program per row sum them in that order, without float atomics, so the result is bitwise
+reproducible; otherwise each anchor adds its contributions with ``atomic_add``.
 Normalisation follows ``F.normalize`` (x / max(||x||, eps)), so a zero row gives zero logits.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
 EPS = 1e-12
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
-def _ms_fwd_kernel(zw, zs, neg, loss, lse, u_out, D, K, offset, inv_tau,
+def _ms_fwd_kernel(zw, zs, neg, loss, lse, u_out, B, D, K, offset, inv_tau,
+                   BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, ANCHORS: tl.constexpr):
+    """ANCHORS anchors per program (the tail program repeats the last anchor: same values)."""
+    for a in tl.static_range(ANCHORS):
+        _ms_fwd_anchor(zw, zs, neg, loss, lse, u_out, tl.minimum(tl.program_id(0) * ANCHORS + a, B - 1),
+                       D, K, offset, inv_tau, BLOCK_D, BLOCK_K)
+
+
+@triton.jit
+def _ms_fwd_anchor(zw, zs, neg, loss, lse, u_out, i, D, K, offset, inv_tau,
                    BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
-    i = tl.program_id(0)
     d = tl.arange(0, BLOCK_D)
     dm = d < D
     w = tl.load(zw + i * D + d, mask=dm, other=0.0).to(tl.float32)
@@ -49,10 +63,20 @@ def _ms_fwd_kernel(zw, zs, neg, loss, lse, u_out, D, K, offset, inv_tau,
 
 
 @triton.jit
-def _ms_bwd_anchor_kernel(zw, zs, neg, lse, u_in, g, dzw, dzs, D, K, offset, inv_tau,
-                          BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr):
-    """dz_w of anchor i (and, with ATOMIC, its contributions to dz_s by atomic adds)."""
-    i = tl.program_id(0)
+def _ms_bwd_anchor_kernel(zw, zs, neg, lse, u_in, g, dzw, dzs, B, D, K, offset, inv_tau,
+                          BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr,
+                          ANCHORS: tl.constexpr):
+    for a in tl.static_range(ANCHORS):
+        i = tl.program_id(0) * ANCHORS + a
+        _ms_bwd_anchor(zw, zs, neg, lse, u_in, g, dzw, dzs, tl.minimum(i, B - 1), i < B, D, K, offset, inv_tau,
+                       BLOCK_D, BLOCK_K, ATOMIC)
+
+
+@triton.jit
+def _ms_bwd_anchor(zw, zs, neg, lse, u_in, g, dzw, dzs, i, own, D, K, offset, inv_tau,
+                   BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr):
+    """dz_w of anchor i (and, with ATOMIC, its contributions to dz_s by atomic adds, unless ``own``
+    is False: a tail program's repeat of the last anchor must not add twice)."""
     d = tl.arange(0, BLOCK_D)
     dm = d < D
     w = tl.load(zw + i * D + d, mask=dm, other=0.0).to(tl.float32)
@@ -78,7 +102,8 @@ def _ms_bwd_anchor_kernel(zw, zs, neg, lse, u_in, g, dzw, dzs, D, K, offset, inv
         proj = tl.sum(v * dv, 1)
         draw = tl.where((nv > 1e-12)[:, None], (dv - v * proj[:, None]) / tl.maximum(nv, 1e-12)[:, None],
                         dv / 1e-12)
-        tl.atomic_add(dzs + rows[:, None] * D + d[None, :], draw, mask=km[:, None] & dm[None, :])
+        mine = k < tl.where(own, K + 1, 0)  # no rows at all for a tail program's repeated anchor
+        tl.atomic_add(dzs + rows[:, None] * D + d[None, :], draw, mask=mine[:, None] & dm[None, :])
 
 
 @triton.jit
@@ -107,6 +132,23 @@ def _ms_bwd_rows_kernel(zs, ref_start, ref_anchor, ref_pos, lse, u_in, g, dzs, D
 
 # ---------------------------------------------------------------------------- launchers
 
+CONFIGS = [triton.Config({"ANCHORS": a}, num_warps=w) for a in (1, 2, 4, 8) for w in (1, 2, 4)]
+"""Launch shapes tried on a GPU (anchors per program x warps), tuned per (B, D, K)."""
+ANCHORS: int | None = None
+"""Force a number of anchors per program (tests; Triton's interpreter: 4), skipping the tuning."""
+_fwd_tuned = triton.autotune(CONFIGS, key=["B", "D", "K"])(_ms_fwd_kernel)
+_bwd_tuned = triton.autotune(CONFIGS, key=["B", "D", "K", "ATOMIC"], reset_to_zero=["dzs"])(_ms_bwd_anchor_kernel)
+
+
+def _launch(kernel, tuned, b: int, *args, **meta) -> None:
+    """The kernel over ``b`` anchors: autotuned on a GPU, a fixed shape under the interpreter."""
+    if ANCHORS is not None or INTERPRET:
+        a = ANCHORS or 4
+        kernel[(triton.cdiv(b, a),)](*args, ANCHORS=a, **meta)
+    else:
+        tuned[lambda m: (triton.cdiv(b, m["ANCHORS"]),)](*args, **meta)
+
+
 def _blocks(d: int, k: int) -> tuple[int, int]:
     return triton.next_power_of_2(d), triton.next_power_of_2(k + 1)
 
@@ -118,8 +160,8 @@ def _forward(z_w, z_s, neg, tau: float, offset: int):
     lse = torch.empty_like(loss)
     u = torch.empty(b, d, device=z_w.device, dtype=torch.float32)
     bd, bk = _blocks(d, k)
-    _ms_fwd_kernel[(b,)](z_w.contiguous(), z_s.contiguous(), neg.contiguous(), loss, lse, u, d, k, offset,
-                         1.0 / tau, BLOCK_D=bd, BLOCK_K=bk)
+    _launch(_ms_fwd_kernel, _fwd_tuned, b, z_w.contiguous(), z_s.contiguous(), neg.contiguous(), loss, lse, u,
+            b, d, k, offset, 1.0 / tau, BLOCK_D=bd, BLOCK_K=bk)
     return loss, lse, u
 
 
@@ -133,8 +175,8 @@ def reverse_index(neg: torch.Tensor, rows: int, offset: int):
     pos = torch.cat([torch.ones(b, dtype=torch.int32, device=neg.device),
                      torch.zeros(b * k, dtype=torch.int32, device=neg.device)])
     order = torch.sort(target * (2 * b) + anchor * 2 + (1 - pos), stable=True).indices
-    start = torch.zeros(rows + 1, dtype=torch.int64, device=neg.device)
-    start[1:] = torch.cumsum(torch.bincount(target, minlength=rows), 0)
+    # row j's references start where the sorted targets reach j: no bincount (a host sync on CUDA)
+    start = torch.searchsorted(target[order], torch.arange(rows + 1, device=neg.device))
     return start, anchor[order].contiguous(), pos[order].contiguous()
 
 
@@ -146,8 +188,8 @@ def _backward(g, z_w, z_s, neg, lse, u, tau: float, offset: int, deterministic: 
     dzw = torch.empty(b, d, device=z_w.device, dtype=torch.float32)
     dzs = torch.zeros(z_s.shape, device=z_s.device, dtype=torch.float32)
     zw, zs, neg = z_w.contiguous(), z_s.contiguous(), neg.contiguous()
-    _ms_bwd_anchor_kernel[(b,)](zw, zs, neg, lse, u, g, dzw, dzs, d, k, offset, 1.0 / tau,
-                                BLOCK_D=bd, BLOCK_K=bk, ATOMIC=not deterministic)
+    _launch(_ms_bwd_anchor_kernel, _bwd_tuned, b, zw, zs, neg, lse, u, g, dzw, dzs, b, d, k, offset, 1.0 / tau,
+            BLOCK_D=bd, BLOCK_K=bk, ATOMIC=not deterministic)
     if deterministic:
         start, anchor, pos = reverse_index(neg, z_s.shape[0], offset)
         _ms_bwd_rows_kernel[(z_s.shape[0],)](zs, start, anchor, pos, lse, u, g, dzs, d, 1.0 / tau, BLOCK_D=bd)

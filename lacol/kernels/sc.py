@@ -5,67 +5,79 @@ column tiles, so neither (B, N) matrix is ever stored.
 
 Per row i: loss_i = LSE_i - sum_j w_ij S_ij / W_i, with W_i = sum_j w_ij (unnormalised w).
 Backward: dS_ij = g_i (softmax_ij - w_ij / W_i) / tau; one kernel per row tile gives dz_s and
-dz_s2, one per column tile gives dz_cols (recomputing the tiles from the saved LSE_i and W_i), so
-no float atomics: deterministic. Layers as in ``ms.py``; inputs fp32 or bf16, fp32 arithmetic
-(``tl.dot`` in IEEE fp32, not TF32).
+dz_s2, one per column tile gives dz_cols (recomputing the w and S tiles from the saved per-row
+LSE_i, W_i and diagonal logit), so no float atomics: deterministic. Layers as in ``ms.py``.
+
+Speed: the probabilities are normalised once per call (cosine), not per tile; a program loads its
+own row (or column) tiles once, outside its loop; tile sizes are autotuned on a GPU (``CONFIGS``:
+64/128 x 64/128, 4/8 warps, 2/3 stages); products run on tensor cores: bf16 embeddings as bf16
+(fp32 accumulation), fp32 ones and the probabilities in 3xTF32 (``tf32x3``: about fp32 accuracy;
+the tests hold the fused loss to 1e-5 and its gradients to 1e-4 of the reference). Peak memory
+beyond the inputs: O(B) (three per-row statistics) and the normalised probabilities, O(B * C).
 """
 from __future__ import annotations
 
+import os
+
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
 
 @triton.jit
-def _tiles(p_rows, pc, zs, zc, i0, j0, B, N, C, D, offset, rho, inv_tau,
-           COSINE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr):
-    """(w, S, own, inside) tiles for rows i0.. and columns j0..; w unnormalised and thresholded,
-    own = the diagonal (whose S the caller replaces), inside = both indices in range."""
-    i = i0 + tl.arange(0, BM)
-    j = j0 + tl.arange(0, BN)
+def _load_rows(p, z, r0, R, C, D, BR: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, LOWP: tl.constexpr):
+    """Rows r0.. of the (normalised) probabilities, fp32, and of the embeddings (bf16 with LOWP)."""
+    r = r0 + tl.arange(0, BR)
     c = tl.arange(0, BC)
     d = tl.arange(0, BD)
-    im, jm = i < B, j < N
-    pr = tl.load(p_rows + i[:, None] * C + c[None, :], mask=im[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
-    pcol = tl.load(pc + j[:, None] * C + c[None, :], mask=jm[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
-    if COSINE:
-        pr = pr / tl.maximum(tl.sqrt(tl.sum(pr * pr, 1)), 1e-12)[:, None]
-        pcol = pcol / tl.maximum(tl.sqrt(tl.sum(pcol * pcol, 1)), 1e-12)[:, None]
-    w = tl.dot(pr, tl.trans(pcol), input_precision="ieee")
+    pr = tl.load(p + r[:, None] * C + c[None, :], mask=(r < R)[:, None] & (c < C)[None, :], other=0.0)
+    zr = tl.load(z + r[:, None] * D + d[None, :], mask=(r < R)[:, None] & (d < D)[None, :], other=0.0)
+    if not LOWP:
+        zr = zr.to(tl.float32)
+    return pr.to(tl.float32), zr
+
+
+@triton.jit
+def _mm(x, y, LOWP: tl.constexpr):
+    """x @ y on tensor cores: bf16 operands (LOWP) or 3xTF32, fp32 accumulation."""
+    if LOWP:
+        return tl.dot(x.to(tl.bfloat16), y.to(tl.bfloat16))
+    return tl.dot(x, y, input_precision="tf32x3")
+
+
+@triton.jit
+def _tile(pr, a, pc, b, i, j, B, N, offset, rho, inv_tau, LOWP: tl.constexpr):
+    """(w, S, own, inside) of rows i x columns j from loaded tiles; w unnormalised and
+    thresholded, own = the diagonal (whose S the caller replaces), inside = both in range."""
+    w = tl.dot(pr, tl.trans(pc), input_precision="tf32x3")
     own = j[None, :] == (i + offset)[:, None]
-    inside = im[:, None] & jm[None, :]
+    inside = (i < B)[:, None] & (j < N)[None, :]
     w = tl.where(own, 1.0, w)
     w = tl.where((w >= rho) & inside, w, 0.0)
-    a = tl.load(zs + i[:, None] * D + d[None, :], mask=im[:, None] & (d < D)[None, :], other=0.0).to(tl.float32)
-    b = tl.load(zc + j[:, None] * D + d[None, :], mask=jm[:, None] & (d < D)[None, :], other=0.0).to(tl.float32)
-    s = tl.dot(a, tl.trans(b), input_precision="ieee") * inv_tau
+    s = _mm(a, tl.trans(b), LOWP) * inv_tau
     return w, s, own, inside
 
 
 @triton.jit
-def _own_logit(zs, zs2, i0, B, D, inv_tau, BM: tl.constexpr, BD: tl.constexpr):
-    i = i0 + tl.arange(0, BM)
-    d = tl.arange(0, BD)
-    m = (i < B)[:, None] & (d < D)[None, :]
-    a = tl.load(zs + i[:, None] * D + d[None, :], mask=m, other=0.0).to(tl.float32)
-    a2 = tl.load(zs2 + i[:, None] * D + d[None, :], mask=m, other=0.0).to(tl.float32)
-    return tl.sum(a * a2, 1) * inv_tau
-
-
-@triton.jit
-def _sc_fwd_kernel(p_rows, pc, zs, zs2, zc, loss, lse_out, wsum_out, B, N, C, D, offset, rho, inv_tau,
-                   COSINE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr,
-                   BD: tl.constexpr):
+def _sc_fwd_kernel(p_rows, pc, zs, zs2, zc, loss, lse_out, wsum_out, own_out, B, N, C, D, offset, rho, inv_tau,
+                   BM: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, LOWP: tl.constexpr):
     i0 = tl.program_id(0) * BM
     i = i0 + tl.arange(0, BM)
-    s_own = _own_logit(zs, zs2, i0, B, D, inv_tau, BM, BD)
+    im = i < B
+    pr, a = _load_rows(p_rows, zs, i0, B, C, D, BM, BC, BD, LOWP)
+    d = tl.arange(0, BD)
+    a2 = tl.load(zs2 + i[:, None] * D + d[None, :], mask=im[:, None] & (d < D)[None, :], other=0.0)
+    s_own = tl.sum(a.to(tl.float32) * a2.to(tl.float32), 1) * inv_tau
     m = tl.full([BM], -1e30, tl.float32)
     l = tl.zeros([BM], tl.float32)
     wsum = tl.zeros([BM], tl.float32)
     ws = tl.zeros([BM], tl.float32)
     for j0 in range(0, N, BN):
-        w, s, own, inside = _tiles(p_rows, pc, zs, zc, i0, j0, B, N, C, D, offset, rho, inv_tau,
-                                   COSINE, BM, BN, BC, BD)
+        pcol, b = _load_rows(pc, zc, j0, N, C, D, BN, BC, BD, LOWP)
+        w, s, own, inside = _tile(pr, a, pcol, b, i, j0 + tl.arange(0, BN), B, N, offset, rho, inv_tau, LOWP)
         s = tl.where(own, s_own[:, None], s)
         s = tl.where(inside, s, -1e30)  # finite: a padded row stays NaN-free
         m_new = tl.maximum(m, tl.max(s, 1))
@@ -74,125 +86,143 @@ def _sc_fwd_kernel(p_rows, pc, zs, zs2, zc, loss, lse_out, wsum_out, B, N, C, D,
         wsum += tl.sum(w, 1)
         ws += tl.sum(tl.where(inside, w * s, 0.0), 1)
     lse = m + tl.log(l)
-    im = i < B
     tl.store(loss + i, lse - ws / tl.where(im, wsum, 1.0), mask=im)
     tl.store(lse_out + i, lse, mask=im)
     tl.store(wsum_out + i, wsum, mask=im)
+    tl.store(own_out + i, s_own, mask=im)
 
 
 @triton.jit
-def _ds(p_rows, pc, zs, zs2, zc, lse, wsum, g, i0, j0, B, N, C, D, offset, rho, inv_tau,
-        COSINE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr):
-    """dL/dS * (1/tau) for a tile, and the own-mask (the diagonal goes to z_s2, not z_cols)."""
-    i = i0 + tl.arange(0, BM)
+def _ds(w, s, own, inside, i, B, lse, wsum, s_own, g, inv_tau):
+    """dL/dS * (1/tau) of a tile, from the per-row statistics the forward saved."""
     im = i < B
-    w, s, own, inside = _tiles(p_rows, pc, zs, zc, i0, j0, B, N, C, D, offset, rho, inv_tau,
-                               COSINE, BM, BN, BC, BD)
-    s = tl.where(own, _own_logit(zs, zs2, i0, B, D, inv_tau, BM, BD)[:, None], s)
+    s = tl.where(own, tl.load(s_own + i, mask=im, other=0.0)[:, None], s)
     lse_i = tl.load(lse + i, mask=im, other=0.0)
     w_i = tl.load(wsum + i, mask=im, other=1.0)
     g_i = tl.load(g + i, mask=im, other=0.0)
     p = tl.exp(s - lse_i[:, None])
-    ds = tl.where(inside, g_i[:, None] * (p - w / w_i[:, None]) * inv_tau, 0.0)
-    return ds, own
+    return tl.where(inside, g_i[:, None] * (p - w / w_i[:, None]) * inv_tau, 0.0)
 
 
 @triton.jit
-def _sc_bwd_rows_kernel(p_rows, pc, zs, zs2, zc, lse, wsum, g, dzs, dzs2, B, N, C, D, offset, rho, inv_tau,
-                        COSINE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr,
-                        BD: tl.constexpr):
+def _sc_bwd_rows_kernel(p_rows, pc, zs, zs2, zc, lse, wsum, s_own, g, dzs, dzs2, B, N, C, D, offset, rho, inv_tau,
+                        BM: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr,
+                        LOWP: tl.constexpr):
     i0 = tl.program_id(0) * BM
     i = i0 + tl.arange(0, BM)
     d = tl.arange(0, BD)
+    pr, a = _load_rows(p_rows, zs, i0, B, C, D, BM, BC, BD, LOWP)
     acc = tl.zeros([BM, BD], tl.float32)
     d_own = tl.zeros([BM], tl.float32)
     for j0 in range(0, N, BN):
-        ds, own = _ds(p_rows, pc, zs, zs2, zc, lse, wsum, g, i0, j0, B, N, C, D, offset, rho, inv_tau,
-                      COSINE, BM, BN, BC, BD)
+        pcol, b = _load_rows(pc, zc, j0, N, C, D, BN, BC, BD, LOWP)
+        w, s, own, inside = _tile(pr, a, pcol, b, i, j0 + tl.arange(0, BN), B, N, offset, rho, inv_tau, LOWP)
+        ds = _ds(w, s, own, inside, i, B, lse, wsum, s_own, g, inv_tau)
         d_own += tl.sum(tl.where(own, ds, 0.0), 1)
-        j = j0 + tl.arange(0, BN)
-        b = tl.load(zc + j[:, None] * D + d[None, :], mask=(j < N)[:, None] & (d < D)[None, :], other=0.0).to(tl.float32)
-        acc += tl.dot(tl.where(own, 0.0, ds), b, input_precision="ieee")
+        acc += _mm(tl.where(own, 0.0, ds), b, LOWP)
     m = (i < B)[:, None] & (d < D)[None, :]
-    a = tl.load(zs + i[:, None] * D + d[None, :], mask=m, other=0.0).to(tl.float32)
     a2 = tl.load(zs2 + i[:, None] * D + d[None, :], mask=m, other=0.0).to(tl.float32)
     tl.store(dzs + i[:, None] * D + d[None, :], acc + d_own[:, None] * a2, mask=m)
-    tl.store(dzs2 + i[:, None] * D + d[None, :], d_own[:, None] * a, mask=m)
+    tl.store(dzs2 + i[:, None] * D + d[None, :], d_own[:, None] * a.to(tl.float32), mask=m)
 
 
 @triton.jit
-def _sc_bwd_cols_kernel(p_rows, pc, zs, zs2, zc, lse, wsum, g, dzc, B, N, C, D, offset, rho, inv_tau,
-                        COSINE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr,
-                        BD: tl.constexpr):
+def _sc_bwd_cols_kernel(p_rows, pc, zs, zs2, zc, lse, wsum, s_own, g, dzc, B, N, C, D, offset, rho, inv_tau,
+                        BM: tl.constexpr, BN: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr,
+                        LOWP: tl.constexpr):
     j0 = tl.program_id(0) * BN
     j = j0 + tl.arange(0, BN)
     d = tl.arange(0, BD)
+    pcol, b = _load_rows(pc, zc, j0, N, C, D, BN, BC, BD, LOWP)
     acc = tl.zeros([BN, BD], tl.float32)
     for i0 in range(0, B, BM):
-        ds, own = _ds(p_rows, pc, zs, zs2, zc, lse, wsum, g, i0, j0, B, N, C, D, offset, rho, inv_tau,
-                      COSINE, BM, BN, BC, BD)
         i = i0 + tl.arange(0, BM)
-        a = tl.load(zs + i[:, None] * D + d[None, :], mask=(i < B)[:, None] & (d < D)[None, :], other=0.0).to(tl.float32)
-        acc += tl.dot(tl.trans(tl.where(own, 0.0, ds)), a, input_precision="ieee")
+        pr, a = _load_rows(p_rows, zs, i0, B, C, D, BM, BC, BD, LOWP)
+        w, s, own, inside = _tile(pr, a, pcol, b, i, j, B, N, offset, rho, inv_tau, LOWP)
+        ds = _ds(w, s, own, inside, i, B, lse, wsum, s_own, g, inv_tau)
+        acc += _mm(tl.trans(tl.where(own, 0.0, ds)), a, LOWP)
     tl.store(dzc + j[:, None] * D + d[None, :], acc, mask=(j < N)[:, None] & (d < D)[None, :])
 
 
 # ---------------------------------------------------------------------------- launchers
 
-BM = BN = 16
+CONFIGS = [triton.Config({"BM": m, "BN": n}, num_warps=w, num_stages=st)
+           for m in (64, 128) for n in (64, 128) for w in (4, 8) for st in (2, 3)]
+"""Tile shapes tried on a GPU, tuned per (B, N, C, D, dtype)."""
+TILE: tuple[int, int] | None = None
+"""Force (BM, BN) (tests; Triton's interpreter: (16, 16)), skipping the tuning."""
+_KEY = ["B", "N", "C", "D", "LOWP"]
+_tuned = {k: triton.autotune(CONFIGS, key=_KEY)(k) for k in (_sc_fwd_kernel, _sc_bwd_rows_kernel, _sc_bwd_cols_kernel)}
+
+
+def _launch(kernel, rows_of: int, by: str, *args, **meta) -> None:
+    """``kernel`` over ``rows_of`` rows in tiles of ``by`` (BM or BN): autotuned on a GPU."""
+    if TILE is not None or INTERPRET:
+        bm, bn = TILE or (16, 16)
+        kernel[(triton.cdiv(rows_of, {"BM": bm, "BN": bn}[by]),)](*args, BM=bm, BN=bn, **meta)
+    else:
+        _tuned[kernel][lambda m: (triton.cdiv(rows_of, m[by]),)](*args, **meta)
+
+
+def _inputs(p, p_cols, z_s, z_s2, z_cols, cosine: bool):
+    """(rows' probabilities, columns' probabilities, z_s, z_s2, z_cols), contiguous; cosine: the
+    probabilities normalised once, here (fp32)."""
+    prep = (lambda t: F.normalize(t.float(), dim=1)) if cosine else (lambda t: t.float())
+    pc = prep(p_cols) if p_cols is not p else None
+    pr = prep(p)
+    return [pr.contiguous(), (pc if pc is not None else pr).contiguous(), z_s.contiguous(), z_s2.contiguous(),
+            z_cols.contiguous()]
 
 
 def _meta(p, z):
-    return dict(BM=BM, BN=BN, BC=max(16, triton.next_power_of_2(p.shape[1])),
-                BD=max(16, triton.next_power_of_2(z.shape[1])))
+    return dict(BC=max(16, triton.next_power_of_2(p.shape[1])), BD=max(16, triton.next_power_of_2(z.shape[1])),
+                LOWP=z.dtype == torch.bfloat16 and not INTERPRET)
 
 
 def _forward(p, p_cols, z_s, z_s2, z_cols, rho, tau, offset, cosine):
     b, n = z_s.shape[0], z_cols.shape[0]
     loss = torch.empty(b, device=z_s.device, dtype=torch.float32)
-    lse, wsum = torch.empty_like(loss), torch.empty_like(loss)
-    args = [t.contiguous() for t in (p, p_cols, z_s, z_s2, z_cols)]
-    _sc_fwd_kernel[(triton.cdiv(b, BM),)](*args, loss, lse, wsum, b, n, p.shape[1], z_s.shape[1], offset,
-                                          rho, 1.0 / tau, COSINE=cosine, **_meta(p, z_s))
-    return loss, lse, wsum
+    lse, wsum, s_own = torch.empty_like(loss), torch.empty_like(loss), torch.empty_like(loss)
+    _launch(_sc_fwd_kernel, b, "BM", *_inputs(p, p_cols, z_s, z_s2, z_cols, cosine), loss, lse, wsum, s_own,
+            b, n, p.shape[1], z_s.shape[1], offset, rho, 1.0 / tau, **_meta(p, z_s))
+    return loss, lse, wsum, s_own
 
 
-def _backward(g, p, p_cols, z_s, z_s2, z_cols, lse, wsum, rho, tau, offset, cosine):
+def _backward(g, p, p_cols, z_s, z_s2, z_cols, lse, wsum, s_own, rho, tau, offset, cosine):
     b, n, c, d = z_s.shape[0], z_cols.shape[0], p.shape[1], z_s.shape[1]
-    args = [t.contiguous() for t in (p, p_cols, z_s, z_s2, z_cols)] + [lse, wsum, g.float().contiguous()]
+    args = _inputs(p, p_cols, z_s, z_s2, z_cols, cosine) + [lse, wsum, s_own, g.float().contiguous()]
     dzs = torch.empty(b, d, device=z_s.device, dtype=torch.float32)
     dzs2 = torch.empty_like(dzs)
     dzc = torch.empty(n, d, device=z_s.device, dtype=torch.float32)
     meta = _meta(p, z_s)
-    _sc_bwd_rows_kernel[(triton.cdiv(b, BM),)](*args, dzs, dzs2, b, n, c, d, offset, rho, 1.0 / tau,
-                                               COSINE=cosine, **meta)
-    _sc_bwd_cols_kernel[(triton.cdiv(n, BN),)](*args, dzc, b, n, c, d, offset, rho, 1.0 / tau,
-                                               COSINE=cosine, **meta)
+    _launch(_sc_bwd_rows_kernel, b, "BM", *args, dzs, dzs2, b, n, c, d, offset, rho, 1.0 / tau, **meta)
+    _launch(_sc_bwd_cols_kernel, n, "BN", *args, dzc, b, n, c, d, offset, rho, 1.0 / tau, **meta)
     return dzs.to(z_s.dtype), dzs2.to(z_s2.dtype), dzc.to(z_cols.dtype)
 
 
 @torch.library.custom_op("lacol::sc_forward", mutates_args=())
 def sc_forward(p: torch.Tensor, p_cols: torch.Tensor, z_s: torch.Tensor, z_s2: torch.Tensor, z_cols: torch.Tensor,
-               rho: float, tau: float, offset: int, cosine: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(per-row loss, LSE, W row sums), fp32."""
+               rho: float, tau: float, offset: int,
+               cosine: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-row loss, LSE, W row sums, diagonal logit), fp32."""
     return _forward(p, p_cols, z_s, z_s2, z_cols, rho, tau, offset, cosine)
 
 
 @sc_forward.register_fake
 def _(p, p_cols, z_s, z_s2, z_cols, rho, tau, offset, cosine):
     b = z_s.shape[0]
-    return tuple(z_s.new_empty(b, dtype=torch.float32) for _ in range(3))
+    return tuple(z_s.new_empty(b, dtype=torch.float32) for _ in range(4))
 
 
 @torch.library.custom_op("lacol::sc_backward", mutates_args=())
 def sc_backward(g: torch.Tensor, p: torch.Tensor, p_cols: torch.Tensor, z_s: torch.Tensor, z_s2: torch.Tensor,
-                z_cols: torch.Tensor, lse: torch.Tensor, wsum: torch.Tensor, rho: float, tau: float, offset: int,
-                cosine: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backward(g, p, p_cols, z_s, z_s2, z_cols, lse, wsum, rho, tau, offset, cosine)
+                z_cols: torch.Tensor, lse: torch.Tensor, wsum: torch.Tensor, s_own: torch.Tensor, rho: float,
+                tau: float, offset: int, cosine: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(g, p, p_cols, z_s, z_s2, z_cols, lse, wsum, s_own, rho, tau, offset, cosine)
 
 
 @sc_backward.register_fake
-def _(g, p, p_cols, z_s, z_s2, z_cols, lse, wsum, rho, tau, offset, cosine):
+def _(g, p, p_cols, z_s, z_s2, z_cols, lse, wsum, s_own, rho, tau, offset, cosine):
     return torch.empty_like(z_s), torch.empty_like(z_s2), torch.empty_like(z_cols)
 
 
@@ -202,15 +232,15 @@ class ScLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, p_cols, z_s, z_s2, z_cols, rho: float, tau: float, offset: int, cosine: bool):
         p, p_cols = p.detach(), p_cols.detach()
-        loss, lse, wsum = sc_forward(p, p_cols, z_s, z_s2, z_cols, rho, tau, offset, cosine)
-        ctx.save_for_backward(p, p_cols, z_s, z_s2, z_cols, lse, wsum)
+        loss, lse, wsum, s_own = sc_forward(p, p_cols, z_s, z_s2, z_cols, rho, tau, offset, cosine)
+        ctx.save_for_backward(p, p_cols, z_s, z_s2, z_cols, lse, wsum, s_own)
         ctx.args = (rho, tau, offset, cosine)
         return loss
 
     @staticmethod
     def backward(ctx, g):
-        p, p_cols, z_s, z_s2, z_cols, lse, wsum = ctx.saved_tensors
-        dzs, dzs2, dzc = sc_backward(g, p, p_cols, z_s, z_s2, z_cols, lse, wsum, *ctx.args)
+        p, p_cols, z_s, z_s2, z_cols, lse, wsum, s_own = ctx.saved_tensors
+        dzs, dzs2, dzc = sc_backward(g, p, p_cols, z_s, z_s2, z_cols, lse, wsum, s_own, *ctx.args)
         return None, None, dzs, dzs2, dzc, None, None, None, None
 
 
