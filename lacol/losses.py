@@ -261,13 +261,14 @@ class Method:
         z_w, z_s, z_s2 = z.split(b)
         p_w = logits_w.detach().softmax(1)
 
-        world = torch.tensor(float(d.world), device=y.device)
+        world = float(d.world)  # a Python number: a tensor built from it would be a host copy every step
         gather = c.gather and d.world > 1
         offset = d.rank * b if gather else 0
         y_all = d.all_gather(y) if gather else y
         p_all = d.all_gather(p_w) if gather else p_w
         selected = select(p_all, y_all, c.class_floor)[offset: offset + b]  # the floor sees the global batch
-        counts = d.all_reduce(torch.bincount(y[selected], minlength=self.num_classes).float())
+        # selected per class by index_add_: no boolean indexing and no bincount, which sync with the host
+        counts = d.all_reduce(torch.zeros(self.num_classes, device=y.device).index_add_(0, y, selected.float()))
         mu = class_weights(counts, c.class_weight)
         if c.train_view == "weak":
             l_ls = weighted_ce(logits_w, y, selected, mu, normaliser=counts.sum())

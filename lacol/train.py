@@ -84,6 +84,8 @@ def setup(cfg: Config):
         torch.set_num_threads(t.threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    elif not on_cpu:  # fixed-shape batches: let cuDNN pick the fastest convolution once
+        torch.backends.cudnn.benchmark = True
     # the embedding head is idle in warm-up epochs (and in the lambda_MS = lambda_SC = 0 ablation):
     # DDP must not wait for its gradients
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
@@ -118,8 +120,10 @@ class Trainer:
         if self.split is None:
             self.split = train_split(d, self.run.noise_file)
         strong = cfg.loss.method == "lacol"
+        # views in the dtype the model computes in: bf16 under bf16 on a GPU (the CPU engine is fp32)
+        dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" and device.type == "cuda" else torch.float32
         self.loader = make_loader(d, self.split, train_views(d, strong), rank=rank, world=world, device=device,
-                                  seed=cfg.train.seed)
+                                  seed=cfg.train.seed, dtype=dtype)
         if len(self.loader) == 0:
             raise ValueError(f"data.batch_size={d.batch_size} x {world} processes exceeds the "
                              f"{len(self.split)} training samples: lower the batch size")
@@ -175,7 +179,9 @@ class Trainer:
         try:
             with self.display:
                 for epoch in range(state.epoch, cfg.optim.epochs):
-                    self.loader.set_epoch(epoch, start=state.step_in_epoch)
+                    # warm-up epochs make the weak view alone
+                    self.loader.set_epoch(epoch, start=state.step_in_epoch,
+                                          num_views=None if self.method.needs_strong(epoch) else 1)
                     stats = self.train_epoch(epoch)
                     row = {"kind": "epoch", "epoch": epoch, "step": state.global_step, **stats,
                            **self.evaluate_all()}
@@ -231,15 +237,21 @@ class Trainer:
         return out
 
     def log_step(self, epoch: int, lr: float, out, b: int) -> None:
-        """A metrics line (this is the step that syncs with the host)."""
+        """A metrics line: the one step in ``train.log_every`` that syncs with the host, once (every
+        value it reports crosses in one copy)."""
+        names = ["loss", *out.terms]
+        parts = [out.value.reshape(1).float(), *(v.reshape(1).float() for v in out.terms.values())]
+        if out.selection is not None:
+            parts += [self.acc.reduce(out.selection, "sum"), out.class_counts.float()]
+        host = torch.cat(parts).cpu()
         now, every = time.perf_counter(), self.cfg.train.log_every
-        record = {"kind": "step", "epoch": epoch, "step": self.state.global_step, "lr": lr, "loss": float(out.value),
-                  **{k: float(v) for k, v in out.terms.items()},
+        record = {"kind": "step", "epoch": epoch, "step": self.state.global_step, "lr": lr,
+                  **{k: float(v) for k, v in zip(names, host)},
                   "samples_per_s": b * every / max(now - self.t_last, 1e-9)}
         self.t_last = now
         if out.selection is not None:
-            record.update(selection_rates(self.acc.reduce(out.selection, "sum").cpu(), b),
-                          class_counts=out.class_counts.int().tolist())
+            sel = host[len(names):len(names) + 4]
+            record.update(selection_rates(sel, b), class_counts=host[len(names) + 4:].int().tolist())
         self.run.log(record)
         self.display.step(self.state.step_in_epoch, record)
 

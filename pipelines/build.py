@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .batch import EvalLoader, TrainLoader
 from .formats import beton_path, list_path, read_file_list
@@ -88,9 +89,12 @@ def _ffcv(d, split, views, **kw):
 def _dali(d, split, views, **kw):
     from .dali_loader import DaliEvalLoader, DaliLoader
 
+    if d.dali_threads:
+        kw["num_workers"] = d.dali_threads
     if views is None:
         return DaliEvalLoader(split, decode_size=d.decode_size, rows=_dali_rows(d, split), **kw)
-    return DaliLoader(split, views, decode_size=d.decode_size, rows=_dali_rows(d, split), **kw)
+    return DaliLoader(split, views, decode_size=d.decode_size, rows=_dali_rows(d, split),
+                      hw_decoder_load=d.dali_hw_decoder_load, **kw)
 
 
 BACKENDS = {"torch": _torch, "ffcv": _ffcv, "dali": _dali}
@@ -98,13 +102,14 @@ BACKENDS = {"torch": _torch, "ffcv": _ffcv, "dali": _dali}
 
 
 def make_loader(d, split: Split, views: tuple[ViewSpec, ...] | None, *, rank: int = 0, world: int = 1,
-                device="cpu", seed: int = 0) -> TrainLoader | EvalLoader:
+                device="cpu", seed: int = 0, dtype: torch.dtype = torch.float32) -> TrainLoader | EvalLoader:
     """A loader of backend ``d.backend`` for one rank: a training loader of ``views`` (batches of
-    ``d.batch_size``, views seeded from ``seed``), or, with ``views`` None, an evaluation loader
-    (centre views of ``d.image_size``, batches of ``d.eval_batch_size``)."""
+    ``d.batch_size``, views seeded from ``seed``, in ``dtype``: the training dtype), or, with
+    ``views`` None, an evaluation loader (centre views of ``d.image_size``, batches of
+    ``d.eval_batch_size``, fp32)."""
     kw = dict(device=device, rank=rank, world=world, num_workers=d.num_workers)
     if views is None:
         kw.update(view_size=d.image_size, batch_size=d.eval_batch_size)
     else:
-        kw.update(batch_size=d.batch_size, seed=seed)
+        kw.update(batch_size=d.batch_size, seed=seed, dtype=dtype)
     return BACKENDS[d.backend](d, split, views, **kw)

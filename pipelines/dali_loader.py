@@ -80,11 +80,11 @@ class _Epochs:
     """Builds one rank's DALI pipeline for an epoch's rows and runs it to ViewBatch-ready tensors."""
 
     def __init__(self, split: Split, views, *, batch_size: int, device, num_workers: int, decode_size: int,
-                 rows: np.ndarray | None = None):
+                 rows: np.ndarray | None = None, hw_decoder_load: float = 0.65):
         _dali()
         self.split, self.views, self.batch_size = split, tuple(views), batch_size
         self.device = torch.device(device)
-        self.num_workers, self.decode_size = num_workers, decode_size
+        self.num_workers, self.decode_size, self.hw_decoder_load = num_workers, decode_size, hw_decoder_load
         self.rows = np.arange(len(split)) if rows is None else rows  # the rows the backend may read
         self.gray = split.channels == 1
         self.hw = split.images.shape[1:3] if split.images is not None else (decode_size, decode_size)
@@ -106,7 +106,10 @@ class _Epochs:
                 files = [str(split.path(i)) for i in order]
                 data, row = fn.readers.file(files=files, labels=[int(i) for i in order], random_shuffle=False,
                                             name="reader")
-                img = fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)
+                # mixed: nvJPEG, hw_decoder_load of the images on the A100/H100 hardware decoder
+                img = (fn.decoders.image(data, device="mixed", output_type=types.RGB,
+                                         hw_decoder_load=self.hw_decoder_load) if gpu
+                       else fn.decoders.image(data, device="cpu", output_type=types.RGB))
                 img = fn.resize(img, resize_shorter=self.decode_size, antialias=True)
                 img = fn.crop(img, crop=(self.decode_size, self.decode_size))
             else:
@@ -148,13 +151,17 @@ class _Epochs:
 
 
 def _to_torch(out, device: torch.device) -> torch.Tensor:
-    """A DALI TensorList as one torch tensor on ``device`` (copied out of DALI's buffers, which
-    the next run reuses)."""
+    """A DALI TensorList as one torch tensor on the device DALI made it on: ``device`` for GPU
+    outputs (copied on torch's current stream), the CPU for CPU outputs (the rows, which the
+    reader and the external source keep on the host). Copied out of DALI's buffers, which the
+    next run reuses."""
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+    from nvidia.dali.tensors import TensorListGPU
 
+    gpu = isinstance(out, TensorListGPU)
     t = out.as_tensor()
-    dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=device)
-    feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream() if device.type == "cuda" else None)
+    dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=device if gpu else "cpu")
+    feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream(device) if gpu else None)
     return dst
 
 
@@ -165,9 +172,10 @@ class DaliLoader:
     def __init__(self, split: Split, views: tuple[ViewSpec, ...], *, batch_size: int,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
                  num_workers: int = 2, decode_size: int = 256, rows: np.ndarray | None = None,
-                 drop_last: bool = True):
+                 drop_last: bool = True, dtype: torch.dtype = torch.float32, hw_decoder_load: float = 0.65):
         self.epochs = _Epochs(split, views, batch_size=batch_size, device=device, num_workers=num_workers,
-                              decode_size=decode_size, rows=rows)
+                              decode_size=decode_size, rows=rows, hw_decoder_load=hw_decoder_load)
+        self.dtype = dtype
         self.labels = torch.from_numpy(split.labels)
         self.skipped = [] if rows is None else [str(split.files[i]) for i in np.setdiff1d(np.arange(len(split)), rows)]
         self.batch_size, self.rank, self.world, self.seed, self.drop_last = batch_size, rank, world, seed, drop_last
@@ -191,7 +199,8 @@ class DaliLoader:
         seed = view_seed(self.seed, self.epoch, self.rank) * 1_000_003 + self.start
         dev = self.epochs.device
         for views, rows in self.epochs.run(order, seed, self.num_views):
-            yield view_batch([v.permute(0, 3, 1, 2) for v in views], self.labels[rows.cpu()].to(dev), rows.to(dev))
+            views = [v.permute(0, 3, 1, 2).to(self.dtype) for v in views]  # channels_last kept
+            yield view_batch(views, self.labels[rows].to(dev, non_blocking=True), rows.to(dev, non_blocking=True))
 
 
 class DaliEvalLoader:
@@ -215,4 +224,4 @@ class DaliEvalLoader:
     def __iter__(self):
         dev = self.epochs.device
         for (image,), rows in self.epochs.run(self.order, 0):
-            yield EvalBatch(image.permute(0, 3, 1, 2), self.labels[rows.cpu()].to(dev), rows.to(dev))
+            yield EvalBatch(image.permute(0, 3, 1, 2), self.labels[rows].to(dev), rows.to(dev))

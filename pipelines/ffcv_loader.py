@@ -174,12 +174,12 @@ class FfcvLoader:
     def __init__(self, split: Split, path: str | Path, views: tuple[ViewSpec, ...], *, batch_size: int,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
                  num_workers: int = 2, order: str = "quasi_random", os_cache: bool = True,
-                 drop_last: bool = True, reuse: int = 3):
+                 drop_last: bool = True, reuse: int = 3, dtype: torch.dtype = torch.float32):
         if order not in ORDERS:
             raise ValueError(f"order {order!r}: choose quasi_random or random")
         self.device = torch.device(device)
         self.labels = torch.from_numpy(split.labels)
-        self.augment = Augmenter(views, split.mean, split.std, engine="auto")
+        self.augment = Augmenter(views, split.mean, split.std, engine="auto", out_dtype=dtype)
         self.alloc = _Ring(reuse) if reuse and self.device.type == "cpu" else torch.empty
         self.source = _BetonSource(split, path, batch_size=batch_size, num_workers=num_workers, os_cache=os_cache)
         self.source.order_fn = self._positions

@@ -141,12 +141,12 @@ class TorchLoader:
     def __init__(self, split: Split, views: tuple[ViewSpec, ...], *, batch_size: int,
                  device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
                  num_workers: int = 2, decode_size: int = 256, drop_last: bool = True,
-                 augment_in: str = "auto"):
+                 augment_in: str = "auto", dtype: torch.dtype = torch.float32):
         if augment_in not in ("auto", "device", "workers"):
             raise ValueError(f"augment_in {augment_in!r}: choose auto, device or workers")
         self.device = torch.device(device)
         self.labels = torch.from_numpy(split.labels)
-        self.augment = Augmenter(views, split.mean, split.std, engine=_engine(split))
+        self.augment = Augmenter(views, split.mean, split.std, engine=_engine(split), out_dtype=dtype)
         if augment_in == "auto":
             augment_in = "workers" if split.images is None and self.device.type == "cpu" else "device"
         if augment_in == "workers" and split.images is not None:

@@ -20,7 +20,7 @@ RECIPE = Path(__file__).resolve().parent.parent / "configs" / "fashion_mnist.yam
 from lacol.train import train
 
 SMALL = ["data.train_subset=2048", "data.batch_size=64", "data.noise=symmetric", "data.noise_rate=0.2",
-         "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false"]
+         "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false", "train.log_every=1"]
 
 
 def test_config_errors_name_the_key_and_the_choices(tmp_path):
@@ -158,3 +158,16 @@ def test_cifar10_recipe_runs_on_the_release_format(tmp_path):
     summary = train(cfg)
     assert summary["epochs"] == 2 and 0 <= summary["final_test_acc"] <= 1
     assert summary["final_precision"] is not None
+
+
+def test_resume_across_the_warmup_boundary_is_exact(tmp_path):
+    """Warm-up epochs make the weak view alone; a run stopped at the end of warm-up and resumed
+    ends with the weights of an uninterrupted run."""
+    common = [*SMALL, "optim.epochs=2", "loss.warmup_epochs=1", f"train.out_dir={tmp_path}"]
+    whole = train(load_config(RECIPE, [*common, "train.name=whole"]))
+    train(load_config(RECIPE, [*common, "train.name=split", "train.stop_after=1"]))
+    resumed = train(load_config(RECIPE, [*common, "train.name=split"]), resume=True)
+    assert resumed["final_test_acc"] == whole["final_test_acc"]
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,83 @@
+"""No host sync in a training step that does not log: the step's aten ops, recorded under a
+dispatch mode on a CPU, contain none of the ops that make a GPU wait for the host."""
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lacol.config import LossConfig, load_config
+from lacol.losses import Dist, Method
+from lacol.models import build_model
+from pipelines.batch import ViewBatch
+
+SYNCING = {"aten::_local_scalar_dense", "aten::item", "aten::nonzero", "aten::masked_select",
+           "aten::bincount", "aten::unique", "aten::_unique2", "aten::masked_scatter", "aten::is_nonzero",
+           "aten::equal", "aten::allclose"}
+
+
+class SyncRecorder(TorchDispatchMode):
+    """Records each sync-forcing op: the names above, boolean-mask indexing, tensors built from
+    host data (lift_fresh: torch.tensor(...)), and copies between devices."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func._schema.name
+        if name in SYNCING or name.startswith("aten::lift_fresh"):
+            self.found.append(name)
+        elif name.startswith("aten::index") and len(args) > 1 and isinstance(args[1], (list, tuple)) and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]):
+            self.found.append(name + " (boolean mask)")
+        elif name == "aten::_to_copy" and "device" in kwargs and torch.device(kwargs["device"]) != args[0].device:
+            self.found.append(name + " (to another device)")
+        return func(*args, **kwargs)
+
+
+def _batch(b=32, classes=10):
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(b, 1, 28, 28, generator=g).contiguous(memory_format=torch.channels_last) for _ in range(3)]
+    return ViewBatch(*views, torch.randint(0, classes, (b,), generator=g), torch.arange(b))
+
+
+def test_the_recorder_sees_a_sync():
+    x = torch.randn(8)
+    with SyncRecorder() as rec:
+        x[x > 0].sum()
+        float(x.sum())
+        torch.bincount(torch.tensor([1, 2]))
+    assert {"aten::_local_scalar_dense", "aten::bincount", "aten::lift_fresh"} <= set(rec.found)
+    assert any("boolean mask" in f for f in rec.found)
+
+
+@pytest.mark.parametrize("loss", [{}, {"class_floor": 0.3}, {"class_weight": "paper", "ls_views": 2},
+                                  {"train_view": "weak", "sc_similarity": "dot"}, {"warmup_epochs": 1}])
+def test_a_method_step_forces_no_sync(loss):
+    model = build_model("small_cnn", 10, 1, width=8)
+    batch = _batch()
+    method = Method(LossConfig(**{"warmup_epochs": 0, **loss}), 10, Dist(), seed=1,
+                    clean=torch.randint(0, 10, (32,)))
+    with SyncRecorder() as rec:
+        out = method(model, batch, epoch=0, step=3)
+        out.loss.backward()
+    assert rec.found == [], rec.found
+    assert torch.isfinite(out.loss)
+
+
+def test_a_non_logging_trainer_step_forces_no_sync(tmp_path):
+    """The trainer's step (Accelerate's accumulate, the optimiser, the method) on a real batch."""
+    from test_train import RECIPE, SMALL
+
+    from lacol.train import Trainer, setup
+
+    cfg = load_config(RECIPE, [*SMALL, "loss.warmup_epochs=0", "loss.class_floor=0.3", f"train.out_dir={tmp_path}",
+                               "train.name=sync"])
+    trainer = Trainer(cfg, setup(cfg), resume=False)
+    batches = iter(trainer.loader)
+    trainer.step(next(batches), 0, 0.05)  # the first step creates the optimiser's state
+    batch = next(batches)
+    with SyncRecorder() as rec:
+        out = trainer.step(batch, 0, 0.05)
+    assert rec.found == [], rec.found
+    assert out.selection is not None
