@@ -6,7 +6,7 @@ PIP ?= $(PYTHON) -m pip
 APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install apt pip run test bench-data bench
+.PHONY: install apt pip run test bench-data bench gpu-check
 
 apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -34,3 +34,10 @@ bench-data: install
 bench: bench-data
 	lacol-bench loader --root data/bench_clothing1m --backends peer,torch,ffcv
 	lacol-bench convert --root data/bench_clothing1m
+
+# On a CUDA machine (offline is fine; nothing is installed): the CUDA tests and the GPU benchmarks
+# (step ceiling, loaders with views on the GPU, train/step ratio, kernels fp32 and bf16) into OUT.
+# README, "The GPU check", says how to ship the DALI and FFCV wheels there. Without CUDA: exit 2.
+OUT ?= gpu_check_out
+gpu-check:
+	$(PYTHON) -m tools.gpu_check $(OUT)

@@ -122,3 +122,26 @@ def test_bench_parse_runs(capsys):
     from tools.bench import main
     assert main(["parse", "--lines", "2000"]) == 0
     assert "2000 keys (144 with clean labels)" in capsys.readouterr().out
+
+
+def test_bench_step_train_and_sampler_run(clothing_root, capsys):
+    """The GPU benchmarks' commands run end to end on a CPU at toy sizes (their figures mean
+    something only on a GPU)."""
+    from tools.bench import main
+    assert main(["step", "--arch", "small_cnn", "--size", "28", "--batch-size", "16", "--dtype", "fp32",
+                 "--steps", "2", "--warmup", "1"]) == 0
+    assert "samples/s" in capsys.readouterr().out
+    assert main(["train", "--root", str(clothing_root), "--backends", "torch", "--arch", "small_cnn", "--size", "32",
+                 "--batch-size", "16", "--workers", "1", "--steps", "2", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "step (synthetic" in out and "torch" in out
+    assert main(["sampler", "--sizes", "256", "--repeats", "1"]) == 0
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_gpu_check_says_it_needs_cuda(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: make gpu-check runs for real")
+    from tools.gpu_check import main
+    assert main([str(tmp_path)]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err

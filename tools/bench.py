@@ -1,13 +1,19 @@
 """lacol-bench: throughput benchmarks, every contender measured side by side in one run.
 
     lacol-bench loader --root data/bench_clothing1m [--backends peer,torch,ffcv,dali] [--batches 20]
-        samples/s of three views (weak + 2 RandAugment) at 224 px from Clothing1M-layout JPEGs
-        (dali: on the GPU when there is one, else DALI's CPU mode)
+        samples/s of three views (weak + 2 RandAugment) at 224 px from Clothing1M-layout JPEGs, made
+        where training makes them (--device cuda: on the GPU, timed with torch.cuda.synchronize();
+        dali: on the GPU when there is one, else DALI's CPU mode)
     lacol-bench convert --root data/bench_clothing1m [--split noisy_train] [--workers 2]
         images/s of converting a Clothing1M-layout split to a .beton (decode, resize, encode, write)
     lacol-bench kernel [--ms-sizes 256,1024,4096,16384] [--sc-sizes 1024,4096,16384]
         forward+backward ms and peak memory of L_MS (K=15, D=128) and L_SC: eager reference,
         torch.compile'd reference and the fused Triton kernels (CUDA; on a CPU only the first two)
+    lacol-bench step [--arch resnet50] [--size 224] [--batch-size 256] [--compile]
+        samples/s of the real model + method on device-resident synthetic three-view batches (bf16,
+        channels_last): the consumption ceiling
+    lacol-bench train --root data/bench_clothing1m --backends torch,ffcv,dali
+        samples/s of the trainer fed by each real backend, and its ratio to step (same run)
     lacol-bench sampler [--sizes 1024,4096,16384] [--k 15]
         ms per call of the O(B*K) negative sampler beside the B x B argsort it replaced (one run)
     lacol-bench parse --lines 1000000
@@ -35,6 +41,8 @@ def _time_loader(make, batches: int, warmup: int) -> tuple[float, int]:
     for _ in range(batches):
         b = next(it)
         n += len(b) if hasattr(b, "__len__") and not isinstance(b, (list, tuple)) else len(b[-1])
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # views made on the GPU are done, not merely queued
     return n / (time.perf_counter() - t), n
 
 
@@ -53,7 +61,7 @@ def _loader(split, a, backend: str):
     from pipelines.build import make_loader, train_views
 
     d = _data_config(a, backend)
-    device = "cuda" if backend == "dali" and torch.cuda.is_available() else "cpu"
+    device = a.device or ("cuda" if backend == "dali" and torch.cuda.is_available() else "cpu")
     return make_loader(d, split, train_views(d), device=device)
 
 
@@ -226,6 +234,40 @@ def bench_kernel(a) -> int:
     return 0
 
 
+def bench_step(a) -> int:
+    from tools.bench_step import step_rate
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rate = step_rate(a.arch, a.size, a.batch_size, device, dtype=a.dtype, compile=a.compile, kernel=a.kernel,
+                     steps=a.steps, warmup=a.warmup)
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    print(f"step: {a.arch} {a.size} px, batch {a.batch_size} x 3 views, {a.dtype}, compile={a.compile}, "
+          f"loss.kernel={a.kernel}: {rate:,.0f} samples/s ({where})")
+    return 0
+
+
+def bench_train(a) -> int:
+    import tempfile
+
+    from tools.bench_step import step_rate, train_rate
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ceiling = step_rate(a.arch, a.size, a.batch_size, device, dtype="bf16" if device == "cuda" else "fp32",
+                        steps=a.steps, warmup=a.warmup)
+    table = Table(title=f"trainer fed by each backend: {a.arch} {a.size} px, batch {a.batch_size}, "
+                        f"{a.workers} workers, {torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}")
+    for col in ("source", "samples/s", "vs step"):
+        table.add_column(col, justify="right")
+    table.add_row("step (synthetic, on device)", f"{ceiling:,.0f}", "1.00")
+    with tempfile.TemporaryDirectory() as out:
+        for backend in a.backends:
+            rate = train_rate(a.root, backend, a.arch, a.size, a.batch_size, workers=a.workers, steps=a.steps,
+                              warmup=a.warmup, out_dir=out)
+            table.add_row(backend, f"{rate:,.0f}", f"{rate / ceiling:.2f}")
+    Console().print(table)
+    return 0
+
+
 def _argsort_negatives(labels: torch.Tensor, k: int, generator: torch.Generator):
     """The sampler ``losses.sample_negatives`` replaced: a B x B random matrix, argsorted per row."""
     b = labels.shape[0]
@@ -288,6 +330,26 @@ def main(argv=None) -> int:
     s.add_argument("--dali-dir", default=None, help="where clothing1m_noisy_train.dali.txt is (default ROOT/dali; "
                    "make it with lacol-convert clothing1m --to dali --root ROOT --out ROOT/dali)")
     s.add_argument("--ffcv-order", default="quasi_random", choices=("quasi_random", "random"))
+    s.add_argument("--device", default=None, help="where the views are made (default: the CPU; dali: the GPU)")
+    s = sub.add_parser("step", help="the consumption ceiling: model + method on device-resident batches")
+    s.add_argument("--arch", default="resnet50")
+    s.add_argument("--size", type=int, default=224)
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    s.add_argument("--compile", action="store_true")
+    s.add_argument("--kernel", choices=("torch", "triton", "auto"), default="torch")
+    s.add_argument("--device", default=None)
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--warmup", type=int, default=5)
+    s = sub.add_parser("train", help="the trainer fed by real backends, beside the step ceiling")
+    s.add_argument("--root", default="data/bench_clothing1m")
+    s.add_argument("--backends", type=lambda v: v.split(","), default=["torch"])
+    s.add_argument("--arch", default="resnet50")
+    s.add_argument("--size", type=int, default=224)
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--workers", type=int, default=8)
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--warmup", type=int, default=5)
     s = sub.add_parser("sampler", help="the O(B*K) negative sampler beside the B x B argsort it replaced")
     s.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1024, 4096, 16384])
     s.add_argument("--k", type=int, default=15)
@@ -308,7 +370,7 @@ def main(argv=None) -> int:
     s.add_argument("--repeats", type=int, default=20)
     a = p.parse_args(argv)
     return {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert, "kernel": bench_kernel,
-            "sampler": bench_sampler}[a.cmd](a)
+            "sampler": bench_sampler, "step": bench_step, "train": bench_train}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,89 @@
+"""``lacol-bench step`` and ``lacol-bench train``: the consumption ceiling and the real loop.
+
+- step: the real model + ``Method`` (three views, every loss term, backward, SGD step) on batches
+  already on the device (synthetic, channels_last, in the training dtype): what training could
+  reach if data cost nothing.
+- train: the same step fed by a real backend through the trainer (``lacol.train.Trainer``) on a
+  Clothing1M-layout folder; reports samples/s and its ratio to ``step`` measured in the same run.
+
+Both synchronise the device before reading a clock and exclude warm-up steps.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(run_step, steps: int, warmup: int, device) -> float:
+    """Seconds per step over ``steps`` after ``warmup``."""
+    for _ in range(warmup):
+        run_step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        run_step()
+    _sync(device)
+    return (time.perf_counter() - t) / steps
+
+
+def step_rate(arch: str, size: int, batch: int, device, *, dtype: str = "bf16", compile: bool = False,
+              classes: int = 14, kernel: str = "torch", steps: int = 20, warmup: int = 5) -> float:
+    """samples/s of one three-view LaCoL step on device-resident synthetic batches."""
+    from lacol.config import LossConfig
+    from lacol.losses import Method
+    from lacol.models import build_model
+    from pipelines.batch import ViewBatch
+
+    device = torch.device(device)
+    model = build_model(arch, classes, 3).to(device, memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    method = Method(LossConfig(warmup_epochs=0, kernel=kernel), classes, seed=0, device=device)
+    low = dtype == "bf16"
+    view_dtype = torch.bfloat16 if low and device.type == "cuda" else torch.float32
+    g = torch.Generator(device).manual_seed(0)
+    views = [torch.randn(batch, 3, size, size, device=device, generator=g).to(view_dtype)
+             .contiguous(memory_format=torch.channels_last) for _ in range(3)]
+    b = ViewBatch(*views, torch.randint(0, classes, (batch,), device=device, generator=g),
+                  torch.arange(batch, device=device))
+    position = [0]
+
+    def run_step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
+            out = method(model, b, epoch=0, step=position[0])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        position[0] += 1
+
+    return batch / _timed(run_step, steps, warmup, device)
+
+
+def train_rate(root: str, backend: str, arch: str, size: int, batch: int, *, workers: int, steps: int,
+               warmup: int, out_dir: str, extra: tuple[str, ...] = ()) -> float:
+    """samples/s of the trainer's own step fed by ``backend`` on a Clothing1M-layout ``root``
+    (bf16 on a GPU, fp32 on a CPU)."""
+    from lacol.config import load_config
+    from lacol.train import Trainer, setup
+
+    cuda = torch.cuda.is_available()
+    cfg = load_config(None, [
+        "data.dataset=clothing1m", f"data.root={root}", f"data.backend={backend}", "data.noise=none",
+        f"data.batch_size={batch}", f"data.num_workers={workers}", f"data.image_size={size}", "data.pad=0",
+        f"data.ffcv_dir={root}/ffcv", f"data.dali_dir={root}/dali", f"model.arch={arch}",
+        "loss.warmup_epochs=0", "optim.epochs=1", f"train.mixed_precision={'bf16' if cuda else 'no'}",
+        f"train.out_dir={out_dir}", f"train.name=bench-{backend}", "train.progress=false", *extra])
+    trainer = Trainer(cfg, setup(cfg), resume=False)
+    trainer.loader.set_epoch(0)
+    batches = iter(trainer.loader)
+    if len(trainer.loader) < steps + warmup:
+        raise ValueError(f"{root}: {len(trainer.loader)} batches of {batch}, the run needs {steps + warmup}")
+    device = trainer.acc.device
+    return batch / _timed(lambda: trainer.step(next(batches), 0, 0.01), steps, warmup, device)
