@@ -147,11 +147,14 @@ SPECS = {
 }
 
 
+@pytest.mark.parametrize("engine", ["numba", "batched"])
 @pytest.mark.parametrize("name", sorted(SPECS))
 @pytest.mark.parametrize("kind", ["rgb", "gray"])
-def test_numba_engine_equals_torch_engine(name, kind, images, gray_images):
-    """The CPU engine applies the same plan with the same arithmetic: identical views."""
-    pytest.importorskip("numba")
+def test_every_engine_equals_the_torch_engine(name, kind, engine, images, gray_images):
+    """The numba (CPU) and batched (GPU) engines apply the same plan with the same arithmetic:
+    identical views, bit for bit, on a CPU."""
+    if engine == "numba":
+        pytest.importorskip("numba")
     spec = SPECS[name]
     x = images if kind == "rgb" else torch.nn.functional.interpolate(
         gray_images.permute(0, 3, 1, 2).float(), size=SIZE).round().to(torch.uint8).permute(0, 2, 3, 1)
@@ -160,7 +163,16 @@ def test_numba_engine_equals_torch_engine(name, kind, images, gray_images):
     before = x.clone()
     for seed in range(4):
         a = A.Augmenter([spec, spec], mean, std, seed=seed, engine="torch")(x)
-        b = A.Augmenter([spec, spec], mean, std, seed=seed, engine="numba")(x)
+        b = A.Augmenter([spec, spec], mean, std, seed=seed, engine=engine)(x)
         for u, v in zip(a, b):
             assert torch.equal(u, v), (name, kind, seed)
     assert torch.equal(x, before)  # neither engine writes into the caller's batch
+
+
+def test_the_batched_engine_returns_the_training_dtype(images):
+    views = V.lacol_views(64)
+    f32 = A.Augmenter(views, (120.0,) * 3, (60.0,) * 3, seed=1, engine="batched")(images)
+    b16 = A.Augmenter(views, (120.0,) * 3, (60.0,) * 3, seed=1, engine="batched", out_dtype=torch.bfloat16)(images)
+    for a, b in zip(f32, b16):
+        assert b.dtype == torch.bfloat16 and b.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(a.to(torch.bfloat16), b)  # normalised in fp32, then rounded once

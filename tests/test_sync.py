@@ -81,3 +81,41 @@ def test_a_non_logging_trainer_step_forces_no_sync(tmp_path):
         out = trainer.step(batch, 0, 0.05)
     assert rec.found == [], rec.found
     assert out.selection is not None
+
+
+class OpCounter(SyncRecorder):
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def _device_ops(b: int, seed: int, views) -> OpCounter:
+    """Ops of the batched engine's device side (unpack the uploaded plan, make every view), with
+    the plans drawn and packed on the host beforehand."""
+    from pipelines.augment import Augmenter, batched_view, pack_plan, plan_width, unpack_plan
+
+    x = torch.randint(0, 256, (b, 36, 36, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    aug = Augmenter(views, (127.0,) * 3, (64.0,) * 3, seed=seed, engine="batched")
+    packed = torch.cat([pack_plan(aug.plan(b, 36, 36, v), v) for v in views], 1)
+    with OpCounter() as rec:
+        col = 0
+        for v in views:
+            batched_view(x, v, unpack_plan(packed[:, col:col + plan_width(v)], v))
+            col += plan_width(v)
+    return rec
+
+
+@pytest.mark.parametrize("crop", ["random", "rrc"])
+def test_the_batched_view_engine_does_the_same_work_for_any_batch_and_draw(crop):
+    """The aten ops of a batch of views do not grow with the batch or depend on the ops drawn,
+    and none waits for the host: on a GPU, a fixed number of kernel launches per batch."""
+    from pipelines.views import lacol_views
+
+    views = lacol_views(32, pad=4, crop=crop, cutout=0.25)
+    counts = {(b, seed): _device_ops(b, seed, views) for b in (8, 64) for seed in (0, 1)}
+    assert len({r.ops for r in counts.values()}) == 1, {k: r.ops for k, r in counts.items()}
+    assert all(r.found == [] for r in counts.values()), [r.found for r in counts.values()]
