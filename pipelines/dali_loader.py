@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .batch import EvalBatch
-from .sharding import num_batches, shard_indices, view_batch, view_seed
+from .sharding import num_batches, shard_indices, upload, view_batch, view_seed
 from .sources.base import DatasetError, Split
 from .views import ViewSpec, eval_view
 
@@ -200,7 +200,7 @@ class DaliLoader:
         dev = self.epochs.device
         for views, rows in self.epochs.run(order, seed, self.num_views):
             views = [v.permute(0, 3, 1, 2).to(self.dtype) for v in views]  # channels_last kept
-            yield view_batch(views, self.labels[rows].to(dev, non_blocking=True), rows.to(dev, non_blocking=True))
+            yield view_batch(views, upload(self.labels[rows], dev), upload(rows, dev))
 
 
 class DaliEvalLoader:
@@ -224,4 +224,4 @@ class DaliEvalLoader:
     def __iter__(self):
         dev = self.epochs.device
         for (image,), rows in self.epochs.run(self.order, 0):
-            yield EvalBatch(image.permute(0, 3, 1, 2), self.labels[rows].to(dev), rows.to(dev))
+            yield EvalBatch(image.permute(0, 3, 1, 2), upload(self.labels[rows], dev), upload(rows, dev))

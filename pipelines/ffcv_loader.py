@@ -32,7 +32,7 @@ import torch
 from .augment import Augmenter
 from .batch import EvalBatch
 from .formats import read_meta
-from .sharding import batch_seed, deal, num_batches, shard_indices, view_batch, view_seed
+from .sharding import batch_seed, deal, num_batches, shard_indices, upload, view_batch, view_seed
 from .sources.base import DatasetError, Split
 from .views import ViewSpec, eval_view
 
@@ -221,9 +221,9 @@ class FfcvLoader:
             # (new tensors) before the next batch is asked for.
             index = row_of_source[torch.from_numpy(stored[:, 0].astype(np.int64))]
             self.augment.reseed(batch_seed(seed, batch_no))
-            views = self.augment(torch.from_numpy(images).to(self.device, non_blocking=True), alloc=self.alloc,
+            views = self.augment(upload(torch.from_numpy(images), self.device), alloc=self.alloc,
                                  num_views=self.num_views)
-            yield view_batch(views, self.labels[index].to(self.device), index.to(self.device))
+            yield view_batch(views, upload(self.labels[index], self.device), upload(index, self.device))
 
 
 class FfcvEvalLoader:
@@ -247,5 +247,5 @@ class FfcvEvalLoader:
         row_of_source = torch.from_numpy(self.source.row_of_source)
         for images, stored in self.source.loader:
             index = row_of_source[torch.from_numpy(stored[:, 0].astype(np.int64))]
-            (image,) = self.augment(torch.from_numpy(images).to(self.device, non_blocking=True))
-            yield EvalBatch(image, self.labels[index].to(self.device), index.to(self.device))
+            (image,) = self.augment(upload(torch.from_numpy(images), self.device))
+            yield EvalBatch(image, upload(self.labels[index], self.device), upload(index, self.device))

@@ -58,3 +58,11 @@ def view_batch(views, label: torch.Tensor, index: torch.Tensor) -> ViewBatch:
     or method that needs no strong views (their fields are then None)."""
     weak, strong, strong2 = views if len(views) == 3 else (views[0], None, None)
     return ViewBatch(weak, strong, strong2, label, index)
+
+
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``: to a GPU through pinned memory, without waiting (a pageable
+    copy would make the host wait for the GPU's stream every batch); elsewhere as it is."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -15,7 +15,7 @@ import torch
 from .augment import Augmenter
 from .batch import EvalBatch
 from .decode import decode_square
-from .sharding import batch_seed, num_batches, shard_indices, view_batch, view_seed
+from .sharding import batch_seed, num_batches, shard_indices, upload, view_batch, view_seed
 from .sources.base import Split
 from .views import ViewSpec, eval_view
 
@@ -180,8 +180,8 @@ class TorchLoader:
                 views = [v.to(self.device) for v in x]
             else:
                 self.augment.reseed(batch_seed(seed, batch_no))
-                views = self.augment(x.to(self.device, non_blocking=True), num_views=self.num_views)
-            yield view_batch(views, self.labels[index].to(self.device), index.to(self.device))
+                views = self.augment(upload(x, self.device), num_views=self.num_views)
+            yield view_batch(views, upload(self.labels[index], self.device), upload(index, self.device))
 
 
 class TorchEvalLoader:
@@ -201,5 +201,5 @@ class TorchEvalLoader:
 
     def __iter__(self):
         for x, index, _ in self.source:
-            (image,) = self.augment(x.to(self.device, non_blocking=True))
-            yield EvalBatch(image, self.labels[index].to(self.device), index.to(self.device))
+            (image,) = self.augment(upload(x, self.device))
+            yield EvalBatch(image, upload(self.labels[index], self.device), upload(index, self.device))
