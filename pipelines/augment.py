@@ -352,10 +352,10 @@ class Augmenter:
             u8 = batched_view(x, spec, unpack_plan(packed[:, col:col + width], spec))
             col += width
             out = alloc((b, spec.size, spec.size, c), dtype=self.out_dtype, device=x.device)
-            flat = u8.reshape(b * spec.size, spec.size * c).float()
-            scale = self.inv_std[:c].to(x.device).repeat(spec.size)
-            shift = (-self.mean * self.inv_std)[:c].to(x.device).repeat(spec.size)
-            out.view(b * spec.size, spec.size * c).copy_(torch.addcmul(shift, flat, scale))  # as ``normalize``
+            if self.out_dtype == torch.float32:
+                self.normalize(u8, out=out)
+            else:  # normalised in fp32, rounded once
+                out.copy_(self.normalize(u8, out=torch.empty(u8.shape, device=x.device)))
             outs.append(out.permute(0, 3, 1, 2))
         return outs
 
