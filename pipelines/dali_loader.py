@@ -153,8 +153,10 @@ class _Epochs:
 def _to_torch(out, device: torch.device) -> torch.Tensor:
     """A DALI TensorList as one torch tensor on the device DALI made it on: ``device`` for GPU
     outputs (copied on torch's current stream), the CPU for CPU outputs (the rows, which the
-    reader and the external source keep on the host). Copied out of DALI's buffers, which the
-    next run reuses."""
+    reader and the external source keep on the host). Copied, not shared through DLPack: DALI
+    reuses its output buffers at the next ``run()``, which this loader calls while the training
+    step's kernels that read the batch may still be queued on the GPU, so a zero-copy view would
+    be overwritten under them; the copy is one device-to-device pass on torch's stream."""
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
     from nvidia.dali.tensors import TensorListGPU
 
