@@ -17,7 +17,8 @@ from lacol.train import train
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "configs" / "fashion_mnist.yaml"
 SMALL = ["data.train_subset=2048", "data.batch_size=32", "data.noise=symmetric", "data.noise_rate=0.4",
-         "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false", "train.cpu=true"]
+         "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false", "train.cpu=true",
+         "train.log_every=1"]
 
 
 def free_port() -> int:
