@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_path
+from .safe_pickle import UnsafePickle, load_file
 from .sources.base import DatasetError
 
 KINDS = ("symmetric", "asymmetric", "instance", "cifar-n")
@@ -122,13 +123,19 @@ def instance(labels: np.ndarray, images: np.ndarray, rate: float, num_classes: i
 def load_cifar_n(path: str | Path, key: str, n: int) -> np.ndarray:
     """Human labels from ``CIFAR-10_human.pt`` (aggre_label, worse_label, random_label1..3) or
     ``CIFAR-100_human.pt`` (noisy_label), as released by CIFAR-N (a dict of arrays)."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"CIFAR-N: no file {path}. Get CIFAR-10_human.pt / CIFAR-100_human.pt from the CIFAR-N release.")
-    # The release is a pickled dict of numpy arrays, which the weights-only loader refuses.
-    d = torch.load(path, weights_only=False)
+    # The release is a pickled dict of numpy arrays: read by a restricted unpickler that builds
+    # arrays and plain data only (torch.load's weights-only mode refuses numpy arrays)
+    try:
+        d = load_file(path)
+    except UnsafePickle as e:
+        raise DatasetError(f"CIFAR-N: {path} is not a CIFAR-N label file: {e}") from e
+    except Exception as e:
+        raise DatasetError(f"CIFAR-N: cannot read {path}: {e}") from e
+    if not isinstance(d, dict):
+        raise DatasetError(f"CIFAR-N: {path} holds a {type(d).__name__}, not a dict of label arrays")
     if key not in d:
         raise DatasetError(f"CIFAR-N: {path} has no key {key!r}; it has {sorted(d)}")
     labels = np.asarray(d[key], dtype=np.int64).reshape(-1)

@@ -6,11 +6,11 @@ CIFAR-100 carries fine labels as labels, and ``extra['coarse_labels']`` plus the
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
+from ..safe_pickle import UnsafePickle, load_file
 from .base import DatasetError, Split
 
 # Per-channel mean and std of the train images, 0..255 units.
@@ -30,9 +30,10 @@ def _unpickle(path: Path) -> dict:
             f"CIFAR: missing {path}. Download the python release (cifar-10-python.tar.gz or "
             f"cifar-100-python.tar.gz from the CIFAR page), extract it, and set data.root to its parent."
         )
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+    try:  # a restricted unpickler: arrays and plain data only, never code from the file
+        return load_file(path, encoding="bytes")
+    except UnsafePickle as e:
+        raise DatasetError(f"CIFAR: {path} is not a CIFAR python-release file: {e}") from e
     except Exception as e:  # a truncated or foreign file
         raise DatasetError(f"CIFAR: cannot read {path} as a python-release pickle: {e}") from e
 
