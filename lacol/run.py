@@ -3,12 +3,16 @@
 
 Every write happens on the main process alone and is atomic (``pipelines.fileio``); on the other
 processes the object is silent, so the loop never checks its rank. ``save_checkpoint`` and
-``load_checkpoint`` are collective (every process calls them)."""
+``load_checkpoint`` are collective (every process calls them). Nothing in a run folder is
+pickled: tensors are safetensors, everything else JSON, so resuming a folder someone handed you
+runs no code from it."""
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+
+import torch
 
 from pipelines.fileio import atomic_json, atomic_path, atomic_write
 
@@ -44,16 +48,28 @@ class RunFolder:
         found = sorted(self.checkpoints.glob("step_*"))
         return found[-1] if found else None
 
-    def save_checkpoint(self, state, keep: int) -> None:
-        """``save_state`` into a temporary folder, renamed when every process has written; the
-        oldest beyond ``keep`` are removed."""
+    def save_checkpoint(self, model, optimizer, state, keep: int) -> None:
+        """The model, the optimiser, the loop's position and each process's RNG state, written
+        into a temporary folder and renamed when every process has written; the oldest beyond
+        ``keep`` are removed. No pickle: tensors as safetensors, the rest as JSON."""
+        from safetensors.torch import save_file
+
         final = self.checkpoints / f"step_{state.global_step:09d}"
         tmp = self.checkpoints / f".tmp_step_{state.global_step:09d}"
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir(parents=True)
+            weights = {k: v.detach().cpu().contiguous() for k, v in self.acc.unwrap_model(model).state_dict().items()}
+            save_file(weights, str(tmp / "model.safetensors"))
+            tensors, rest = split_optimizer_state(optimizer.state_dict())
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(rest))
+            (tmp / "state.json").write_text(json.dumps(state.state_dict()))
         self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        save_file(rng, str(tmp / f"rng_{self.acc.process_index}.safetensors"))
         self.acc.wait_for_everyone()
         if self.main:
             shutil.rmtree(final, ignore_errors=True)
@@ -62,11 +78,26 @@ class RunFolder:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
 
-    def load_checkpoint(self) -> Path:
+    def load_checkpoint(self, model, optimizer, state) -> Path:
+        """The newest checkpoint into ``model``, ``optimizer`` and ``state`` (every process)."""
+        from safetensors.torch import load_file
+
         ckpt = self.latest_checkpoint()
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints}")
-        self.acc.load_state(str(ckpt))
+        if not (ckpt / "state.json").is_file():
+            raise FileNotFoundError(f"{ckpt} is an older checkpoint format (pickled by accelerate), which is not "
+                                    f"loaded: nothing in a run folder is unpickled. Start the run again")
+        self.acc.unwrap_model(model).load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        optimizer.load_state_dict(join_optimizer_state(load_file(str(ckpt / "optimizer.safetensors")),
+                                                       json.loads((ckpt / "optimizer.json").read_text())))
+        state.load_state_dict(json.loads((ckpt / "state.json").read_text()))
+        rng = ckpt / f"rng_{self.acc.process_index}.safetensors"
+        if rng.is_file():  # absent when resuming with more processes than saved
+            r = load_file(str(rng))
+            torch.set_rng_state(r["torch"])
+            if "cuda" in r and torch.cuda.is_available():
+                torch.cuda.set_rng_state(r["cuda"])
         return ckpt
 
     # ----------------------------------------------------------------------------- records
@@ -115,3 +146,25 @@ class RunFolder:
             if f is not None:
                 f.close()
         self._log = self._tb = None
+
+
+def split_optimizer_state(sd: dict) -> tuple[dict, dict]:
+    """An optimiser's state_dict as (tensors by "param.name", the rest as JSON-able data)."""
+    tensors, state = {}, {}
+    for param, entries in sd["state"].items():
+        state[str(param)] = {}
+        for name, v in entries.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{param}.{name}"] = v.detach().cpu().contiguous()
+                state[str(param)][name] = {"tensor": f"{param}.{name}"}
+            else:
+                state[str(param)][name] = v
+    return tensors, {"state": state, "param_groups": sd["param_groups"]}
+
+
+def join_optimizer_state(tensors: dict, rest: dict) -> dict:
+    """``split_optimizer_state`` inverted."""
+    state = {int(param): {name: tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v
+                          for name, v in entries.items()}
+             for param, entries in rest["state"].items()}
+    return {"state": state, "param_groups": rest["param_groups"]}

@@ -27,7 +27,7 @@ from .run import RunFolder
 
 @dataclass
 class TrainState:
-    """Where the loop is; saved with every checkpoint (``register_for_checkpointing``)."""
+    """Where the loop is; saved with every checkpoint (as JSON)."""
 
     epoch: int = 0
     step_in_epoch: int = 0
@@ -131,7 +131,6 @@ class Trainer:
                       for name, s in eval_splits(d).items()}
         self.model, self.optimizer = self._model_and_optimizer(world, device)
         self.state = TrainState(global_batch=d.batch_size * world * o.grad_accum)
-        accelerator.register_for_checkpointing(self.state)
         self.method = Method(cfg.loss, self.split.num_classes, Dist(rank, world), seed=cfg.train.seed,
                              device=device, clean=torch.from_numpy(self.split.clean_labels).to(device),
                              deterministic=cfg.train.deterministic)
@@ -159,7 +158,7 @@ class Trainer:
         return self.acc.prepare(model, optimizer)
 
     def _resume(self) -> None:
-        ckpt = self.run.load_checkpoint()
+        ckpt = self.run.load_checkpoint(self.model, self.optimizer, self.state)
         s = self.state
         self.acc.print(f"resumed from {ckpt} (epoch {s.epoch}, step {s.step_in_epoch} of it)")
         global_batch = self.cfg.data.batch_size * self.acc.num_processes * self.cfg.optim.grad_accum
@@ -187,7 +186,7 @@ class Trainer:
                            **self.evaluate_all()}
                     state.epoch, state.step_in_epoch = epoch + 1, 0
                     self.record(row)
-                    self.run.save_checkpoint(state, t.keep_checkpoints)
+                    self.run.save_checkpoint(self.model, self.optimizer, state, t.keep_checkpoints)
                     if t.stop_after and epoch + 1 - first_epoch >= t.stop_after and epoch + 1 < cfg.optim.epochs:
                         self.acc.print(f"stopped after epoch {epoch + 1} of {cfg.optim.epochs} (train.stop_after); "
                                        f"--resume continues")
@@ -218,7 +217,7 @@ class Trainer:
             if state.global_step % t.log_every == 0:
                 self.log_step(epoch, lr, out, len(batch) * self.acc.num_processes)
             if t.checkpoint_every and state.global_step % t.checkpoint_every == 0 and self.acc.sync_gradients:
-                self.run.save_checkpoint(state, t.keep_checkpoints)
+                self.run.save_checkpoint(self.model, self.optimizer, state, t.keep_checkpoints)
         dt = time.perf_counter() - t0
         stats = {k: float(v) / max(n_steps, 1) for k, v in sums.items()}
         stats.update(lr=self.optimizer.param_groups[0]["lr"], seconds=dt, samples_per_s=n_samples / max(dt, 1e-9))

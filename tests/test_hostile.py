@@ -65,3 +65,27 @@ def test_a_cifar_n_file_with_a_payload_is_refused(tmp_path):
     with pytest.raises(DatasetError, match="not a CIFAR-N label file"):
         noise.load_cifar_n(path, "worse_label", 10)
     assert not marker.exists()
+
+
+def test_resuming_a_run_folder_runs_no_code_from_it(tmp_path):
+    """Checkpoints hold safetensors and JSON only; pickles planted in one (accelerate's file names)
+    are never opened, and a checkpoint of the older pickled format is refused by name."""
+    from test_train import RECIPE, SMALL
+
+    from lacol.config import load_config
+    from lacol.train import train
+
+    common = [*SMALL, "optim.epochs=2", f"train.out_dir={tmp_path}", "train.name=r"]
+    train(load_config(RECIPE, [*common, "train.stop_after=1"]))
+    (ckpt,) = (tmp_path / "r" / "checkpoints").glob("step_*")
+    assert {p.suffix for p in ckpt.iterdir()} == {".safetensors", ".json"}
+    marker = tmp_path / "ran"
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin"):
+        (ckpt / name).write_bytes(pickle.dumps(Payload(marker)))
+    assert train(load_config(RECIPE, common), resume=True)["epochs"] == 2
+    assert not marker.exists()
+    (ckpt,) = sorted((tmp_path / "r" / "checkpoints").glob("step_*"))[-1:]
+    (ckpt / "state.json").unlink()
+    with pytest.raises(FileNotFoundError, match="older checkpoint format"):
+        train(load_config(RECIPE, [*common, "optim.epochs=3"]), resume=True)
+    assert not marker.exists()
