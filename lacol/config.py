@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -205,6 +206,11 @@ class Config:
 
     def validate(self) -> "Config":
         d, m, l, o, t = self.data, self.model, self.loss, self.optim, self.train
+        for section in dataclasses.fields(self):
+            for f in dataclasses.fields(getattr(self, section.name)):
+                v = getattr(getattr(self, section.name), f.name)
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{section.name}.{f.name}={v}: must be a finite number")
         _choice("data.dataset", d.dataset, ("fashion_mnist", "cifar10", "cifar100", "clothing1m"))
         _choice("data.backend", d.backend, ("torch", "ffcv", "dali"))
         _choice("data.ffcv_order", d.ffcv_order, ("quasi_random", "random"))
@@ -227,9 +233,23 @@ class Config:
         _choice("train.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16", None))
         for key, v in (("data.batch_size", d.batch_size), ("optim.epochs", o.epochs),
                        ("optim.grad_accum", o.grad_accum), ("loss.num_negatives", l.num_negatives),
-                       ("train.log_every", t.log_every)):
+                       ("train.log_every", t.log_every), ("data.eval_batch_size", d.eval_batch_size),
+                       ("data.image_size", d.image_size), ("data.decode_size", d.decode_size),
+                       ("model.width", m.width), ("model.embed_dim", m.embed_dim),
+                       ("train.keep_checkpoints", t.keep_checkpoints)):
             if v < 1:
                 raise ConfigError(f"{key}={v}: must be >= 1")
+        for key, v in (("data.num_workers", d.num_workers), ("train.threads", t.threads),
+                       ("train.checkpoint_every", t.checkpoint_every), ("train.stop_after", t.stop_after),
+                       ("data.train_subset", d.train_subset), ("data.pad", d.pad), ("optim.lr", o.lr),
+                       ("optim.momentum", o.momentum), ("optim.weight_decay", o.weight_decay),
+                       ("optim.warmup_lr_epochs", o.warmup_lr_epochs), ("loss.lambda_ms", l.lambda_ms),
+                       ("loss.lambda_sc", l.lambda_sc)):
+            if v < 0:
+                raise ConfigError(f"{key}={v}: must be >= 0")
+        if t.name and (t.name in (".", "..") or Path(t.name).name != t.name or "\\" in t.name):
+            raise ConfigError(f"train.name={t.name!r}: a plain folder name (no '/', no '..'); the run goes in "
+                              f"train.out_dir")
         if not 0 <= l.warmup_epochs <= o.epochs:
             raise ConfigError(f"loss.warmup_epochs={l.warmup_epochs}: must be in 0..optim.epochs ({o.epochs})")
         if any(not 0 < e < o.epochs for e in o.milestones):

@@ -9,6 +9,7 @@ runs no code from it."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -113,7 +114,7 @@ class RunFolder:
                 self._tb = SummaryWriter(str(self.path / "tb"))
             except Exception:  # tensorboard not installed: the jsonl file is the record
                 self._tb = None
-        self._log.write(json.dumps(record) + "\n")
+        self._log.write(json.dumps(strict(record)) + "\n")
         if self._tb is not None:
             step = record.get("step", 0)
             for k, v in record.items():
@@ -128,8 +129,9 @@ class RunFolder:
         return [h for h in json.loads(path.read_text()) if h["epoch"] < before_epoch]
 
     def write_json(self, name: str, obj, indent: int | None = 1) -> None:
+        """Strict JSON (a non-finite number is written as null), atomically."""
         if self.main:
-            atomic_json(self.path / name, obj, indent=indent)
+            atomic_json(self.path / name, strict(obj), indent=indent)
 
     def save_weights(self, model, name: str) -> None:
         """The unwrapped model's state dict as safetensors."""
@@ -168,3 +170,14 @@ def join_optimizer_state(tensors: dict, rest: dict) -> dict:
                           for name, v in entries.items()}
              for param, entries in rest["state"].items()}
     return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def strict(obj):
+    """``obj`` with every non-finite float replaced by None: JSON any parser reads."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj

@@ -15,7 +15,7 @@ from .batch import EvalLoader, TrainLoader
 from .formats import beton_path, list_path, read_file_list
 from .noise import NoisyLabels, make_noise
 from .sources import dataset_info, load_split
-from .sources.base import Split
+from .sources.base import DatasetError, Split
 from .views import ViewSpec, lacol_views
 
 
@@ -27,6 +27,7 @@ def train_split(d, noise_file: Path | None = None) -> Split:
     if d.noise != "none":
         if noise_file is not None and noise_file.is_file():
             noise = NoisyLabels.load(noise_file)
+            check_noise(noise, d, len(split), noise_file)
         else:
             noise = make_noise(split, d.dataset, d.noise, d.noise_rate, d.noise_seed, d.cifar_n_file)
             if noise_file is not None:
@@ -38,6 +39,21 @@ def train_split(d, noise_file: Path | None = None) -> Split:
         rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(1,)))
         split = split.subset(rng.permutation(len(split))[: d.train_subset])
     return split
+
+
+def check_noise(noise: NoisyLabels, d, n: int, path: Path) -> None:
+    """A kept noise file must be the noise the config asks for: a resumed or re-run folder with
+    other noise settings would otherwise train on the old labels while reporting the new ones."""
+    want = {"dataset": d.dataset, "kind": d.noise, "seed": d.noise_seed, "samples": n}
+    have = {"dataset": noise.dataset, "kind": noise.kind, "seed": noise.seed, "samples": len(noise.labels)}
+    if d.noise.startswith("cifar-n"):
+        have["kind"] = want["kind"] if noise.kind.startswith(d.noise) else noise.kind
+    else:
+        want["rate"], have["rate"] = d.noise_rate, noise.rate
+    if want != have:
+        diff = ", ".join(f"{k} {have[k]!r} (config: {want[k]!r})" for k in want if want[k] != have[k])
+        raise DatasetError(f"{path} holds other label noise than the config asks for: {diff}. Use another "
+                           f"train.name, or delete {path.name} (and the run's checkpoints) to draw it again")
 
 
 def eval_splits(d) -> dict[str, Split]:

@@ -89,3 +89,41 @@ def test_resuming_a_run_folder_runs_no_code_from_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="older checkpoint format"):
         train(load_config(RECIPE, [*common, "optim.epochs=3"]), resume=True)
     assert not marker.exists()
+
+
+def test_config_values_that_cannot_be_right_are_errors():
+    from lacol.config import ConfigError, load_config
+
+    for bad, words in (("optim.lr=nan", "finite"), ("loss.tau=inf", "finite"), ("loss.lambda_ms=nan", "finite"),
+                       ("optim.lr=-0.1", ">= 0"), ("train.name=../elsewhere", "plain folder name"),
+                       ("train.name=/tmp/x", "plain folder name"), ("train.threads=-1", ">= 0"),
+                       ("data.eval_batch_size=0", ">= 1"), ("data.image_size=0", ">= 1"),
+                       ("train.log_every=0", ">= 1")):
+        with pytest.raises(ConfigError, match=words):
+            load_config(None, [bad])
+
+
+def test_a_kept_noise_file_must_match_the_config(tmp_path):
+    """A re-run of a folder with other noise settings is an error naming both, not a silent
+    training on the old labels."""
+    from lacol.config import load_config
+    from pipelines.build import train_split
+
+    d = load_config(None, ["data.noise=symmetric", "data.noise_rate=0.2"]).data
+    path = tmp_path / "noise.npz"
+    first = train_split(d, path)
+    assert np.array_equal(train_split(d, path).labels, first.labels)  # kept and reused
+    for change, words in (("data.noise_rate=0.4", "rate 0.2 .config: 0.4"), ("data.noise_seed=3", "seed 0"),
+                          ("data.noise=asymmetric", "kind 'symmetric'")):
+        other = load_config(None, ["data.noise=symmetric", "data.noise_rate=0.2", change]).data
+        with pytest.raises(DatasetError, match=words):
+            train_split(other, path)
+
+
+def test_metrics_files_are_strict_json(tmp_path):
+    import json
+
+    from lacol.run import strict
+
+    assert json.dumps(strict({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"})) == \
+        '{"a": null, "b": [1.0, null], "c": "x"}'
