@@ -2,22 +2,39 @@
 workers, the converters, ``lacol predict``)."""
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .sources.base import DatasetError
 
-def decode_square(path: str | Path, size: int, mode: str = "RGB") -> np.ndarray:
+
+def check_readable(path: str | Path, root: str | Path | None = None) -> None:
+    """Refuse, before opening, what a reader must not read: anything that is not a regular file
+    (a FIFO named .jpg would block the reader for ever) and, given the dataset ``root``, an entry
+    that resolves outside it (``..``, an absolute path, a symlink pointing out)."""
+    path = Path(path)
+    if root is not None and not path.resolve().is_relative_to(Path(root).resolve()):
+        raise DatasetError(f"{path}: resolves outside the dataset root {root}; refused, not read")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # FileNotFoundError when missing
+        raise DatasetError(f"{path}: not a regular file; refused, not read")
+
+
+def decode_square(path: str | Path, size: int, mode: str = "RGB", root: str | Path | None = None) -> np.ndarray:
     """Decode an image file to (size, size, 3) uint8 RGB (``mode`` "L": (size, size) gray): shorter
-    side resized to ``size``, the central square kept. Raises on unreadable files (callers count
-    and skip those)."""
-    return open_square(path, size, mode)[0]
+    side resized to ``size``, the central square kept. Raises on unreadable files and on files
+    ``check_readable`` refuses (callers count and skip those)."""
+    return open_square(path, size, mode, root)[0]
 
 
-def open_square(path: str | Path, size: int, mode: str = "RGB") -> tuple[np.ndarray, str, str]:
+def open_square(path: str | Path, size: int, mode: str = "RGB",
+                root: str | Path | None = None) -> tuple[np.ndarray, str, str]:
     """``decode_square`` and what the file held: (pixels, its format, e.g. "JPEG" or "PNG", and
     its mode, e.g. "RGB", "CMYK" or "L"). Decodes by content, so a PNG named .jpg decodes."""
+    check_readable(path, root)
     with Image.open(path) as img:
         fmt, src_mode = img.format, img.mode
         w, h = img.size

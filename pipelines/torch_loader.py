@@ -53,7 +53,7 @@ class _DecodedBatches(torch.utils.data.Dataset):
         ok = np.ones(len(indices), dtype=bool)
         for j, i in enumerate(indices):
             try:
-                out[j] = decode_square(self.split.path(i), self.size)
+                out[j] = decode_square(self.split.path(i), self.size, root=self.split.root)
             except Exception:  # missing, truncated or foreign file: counted and skipped
                 ok[j] = False
         index = torch.from_numpy(np.asarray(indices, dtype=np.int64))

@@ -127,3 +127,57 @@ def test_metrics_files_are_strict_json(tmp_path):
 
     assert json.dumps(strict({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"})) == \
         '{"a": null, "b": [1.0, null], "c": "x"}'
+
+
+def _escaping_root(clothing_root, tmp_path):
+    """A Clothing1M copy whose noisy_train names, at rows 3, 5, 7 and 9: a symlink out of the
+    root, a FIFO named .jpg, a '../' key and an absolute key (all to real images outside it)."""
+    import os
+    import shutil
+
+    from pipelines.sources import clothing1m
+
+    root = tmp_path / "c1m"
+    shutil.copytree(clothing_root, root)
+    split = clothing1m.load("noisy_train", root)
+    outside = tmp_path / "outside.jpg"
+    shutil.copy(split.path(0), outside)
+    split.path(3).unlink()
+    split.path(3).symlink_to(outside)
+    split.path(5).unlink()
+    os.mkfifo(split.path(5))
+    for row, key in ((7, "../outside.jpg"), (9, str(outside))):
+        for name in ("noisy_train_key_list.txt", "noisy_label_kv.txt", "clean_label_kv.txt"):
+            f = root / name
+            f.write_text(f.read_text().replace(split.files[row] + "\n", key + "\n").replace(split.files[row] + " ", key + " "))
+    return root
+
+
+def test_entries_leaving_the_root_or_not_regular_are_never_read(clothing_root, tmp_path):
+    """The reference loader skips and names them, without hanging on the FIFO."""
+    from pipelines.sources import clothing1m
+    from pipelines.torch_loader import TorchLoader
+    from pipelines.views import lacol_views
+
+    split = clothing1m.load("noisy_train", _escaping_root(clothing_root, tmp_path))
+    loader = TorchLoader(split, lacol_views(64), batch_size=32, decode_size=72, num_workers=1)
+    assert sum(len(b) for b in loader) == 160 - 4
+    assert sorted(loader.skipped) == sorted(str(split.path(i)) for i in (3, 5, 7, 9))
+
+
+def test_the_converter_reports_them_and_stores_none(clothing_root, tmp_path):
+    pytest.importorskip("ffcv")
+    import json
+
+    from pipelines.sources import clothing1m
+    from tools.beton import convert_split
+
+    split = clothing1m.load("noisy_train", _escaping_root(clothing_root, tmp_path))
+    out = tmp_path / "out" / "x.beton"
+    r = convert_split(split, "clothing1m", "noisy_train", out, workers=1, max_bad=0.1, progress=False)
+    assert r.num_samples == 160 - 4
+    report = json.loads((tmp_path / "out" / "x.report.json").read_text())
+    reasons = {s["index"]: s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {3, 5, 7, 9}
+    assert "outside the dataset root" in reasons[3] and "not a regular file" in reasons[5]
+    assert "outside the dataset root" in reasons[7] and "outside the dataset root" in reasons[9]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipelines.decode import open_square
+from pipelines.decode import check_readable, open_square
 from pipelines.fileio import atomic_json, atomic_path, atomic_write
 from pipelines.formats import FORMAT, beton_path
 from pipelines.sources import DATASETS, DatasetError, Split, load_split
@@ -56,13 +56,16 @@ class ConvertResult:
 def encode_file(args) -> tuple[bytes | None, str, str]:
     """(JPEG bytes or None, status, detail) of one image file; status: ok | converted | skipped.
     ``quality`` None: only check that the file decodes (b"" for a good file)."""
-    path, size, quality = args
+    path, root, size, quality = args
     try:
+        check_readable(path, root)  # inside the root, a regular file: before anything opens it
         if os.path.getsize(path) == 0:
             return None, "skipped", "zero-byte file"
         pixels, fmt, mode = open_square(path, size)
     except FileNotFoundError:
         return None, "skipped", "missing file"
+    except DatasetError as e:
+        return None, "skipped", str(e)
     except Exception as e:  # truncated, corrupt, not an image: PIL's message says which
         return None, "skipped", f"{type(e).__name__}: {e}"
     buf = io.BytesIO()
@@ -85,7 +88,7 @@ def decode_pass(split: Split, title: str, bar, result: "ConvertResult", workers:
     task = bar.add_task(title, total=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     ok = np.ones(n, dtype=bool)
-    jobs = ((str(split.path(i)), *size_quality) for i in range(n))
+    jobs = ((str(split.path(i)), str(split.root), *size_quality) for i in range(n))
     with open(blob or os.devnull, "wb") as f, ProcessPoolExecutor(workers) as pool:
         for i, (data, status, detail) in enumerate(pool.map(encode_file, jobs, chunksize=32)):
             if data is None:
