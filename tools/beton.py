@@ -8,7 +8,7 @@ sample back to the labels training uses, synthetic noise included).
 Images:
 - in-memory datasets (Fashion-MNIST, CIFAR) are stored raw, as ``NDArrayField`` uint8 (H, W, C);
 - file datasets (Clothing1M) are decoded once, resized (shorter side to ``size``, bilinear, the
-  central ``size`` x ``size`` square kept: ``pipelines.torch_loader.decode_square``, the same
+  central ``size`` x ``size`` square kept: ``pipelines.decode.decode_square``, the same
   decode the reference backend does) and re-encoded as JPEG of ``quality`` into an
   ``RGBImageField``, so every stored image has one shape and decodes in well under a millisecond.
 
