@@ -73,9 +73,9 @@ def sample_negatives(labels: torch.Tensor, k: int, generator: torch.Generator | 
     algorithm draws a uniform K-subset of 0..m-1 in K vectorised steps (step s draws t in 0..j,
     j = m - K + s, and takes j instead when t was drawn before). Returns (idx (B, K), valid (B,))."""
     b, dev = labels.shape[0], labels.device
-    order = torch.sort(labels, stable=True).indices
-    first = torch.searchsorted(labels[order], labels, right=False)  # start of the anchor's class segment
-    n_c = torch.searchsorted(labels[order], labels, right=True) - first
+    ordered, order = torch.sort(labels, stable=True)
+    first = torch.searchsorted(ordered, labels, right=False)  # start of the anchor's class segment
+    n_c = torch.searchsorted(ordered, labels, right=True) - first
     m = b - n_c  # candidates
     u = torch.rand(b, k, device=dev, generator=generator, dtype=torch.float64)
     picks = torch.empty(b, k, dtype=torch.long, device=dev)

@@ -60,8 +60,7 @@ class RunFolder:
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            weights = {k: v.detach().cpu().contiguous() for k, v in self.acc.unwrap_model(model).state_dict().items()}
-            save_file(weights, str(tmp / "model.safetensors"))
+            save_file(self._weights(model), str(tmp / "model.safetensors"))
             tensors, rest = split_optimizer_state(optimizer.state_dict())
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "optimizer.json").write_text(json.dumps(rest))
@@ -139,9 +138,12 @@ class RunFolder:
             return
         from safetensors.torch import save_file
 
-        state = {k: v.detach().cpu().contiguous() for k, v in self.acc.unwrap_model(model).state_dict().items()}
         with atomic_path(self.path / name) as tmp:
-            save_file(state, str(tmp))
+            save_file(self._weights(model), str(tmp))
+
+    def _weights(self, model) -> dict:
+        """The unwrapped model's state dict on the host, as safetensors takes it."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.acc.unwrap_model(model).state_dict().items()}
 
     def close(self) -> None:
         for f in (self._log, self._tb):

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from .sharding import upload
 from .views import GEOMETRIC, OPS, Planner, ViewPlan, ViewSpec
 
 
@@ -341,11 +342,7 @@ class Augmenter:
         sync, no per-sample work); normalised in fp32, returned in ``out_dtype``."""
         b, h, w, c = x.shape
         plans = [self.plan(b, h, w, spec) for spec in views]
-        packed = torch.cat([pack_plan(p, spec) for p, spec in zip(plans, views)], 1)
-        if x.device.type == "cuda":
-            packed = packed.pin_memory().to(x.device, non_blocking=True)
-        else:
-            packed = packed.to(x.device)
+        packed = upload(torch.cat([pack_plan(p, spec) for p, spec in zip(plans, views)], 1), x.device)
         outs, col = [], 0
         for spec in views:
             width = plan_width(spec)
