@@ -12,6 +12,10 @@ from typing import Any, get_type_hints
 import yaml
 
 
+METHODS = ("lacol", "selection", "ce_strong", "ce")
+"""``loss.method`` values: LaCoL, then its controls (same views, data, epochs and schedule)."""
+
+
 class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key and what is allowed."""
 
@@ -59,6 +63,12 @@ class DataConfig:
     train_subset: int = 0
     """Train on a fixed random subset of N samples of the train split (the same for every seed
     and noise draw); 0 = all."""
+    val_size: int = 0
+    """Hold out N samples of the (noisy) train split as a validation split, disjoint from the
+    training rows and fixed for every seed: its accuracy on the noisy labels (what a user has)
+    is measured every epoch and picks the best epoch (``best.safetensors``); test accuracy is
+    reported, never used to choose. Taken from the rows a ``train_subset`` leaves out when
+    there are enough. 0 = none. Clothing1M has its own clean validation split."""
     batch_size: int = 128
     """Per-process batch; the global batch is batch_size x processes x grad_accum."""
     eval_batch_size: int = 512
@@ -104,14 +114,18 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     method: str = "lacol"
-    """lacol | ce (the baseline: the same loop with plain CE on the weak view)."""
+    """lacol | selection (LaCoL without the metric-space terms L_MS, L_SC) | ce_strong (plain CE
+    on the strong view(s), every sample: the fair control, with LaCoL's views, warm-up, epochs and
+    schedule) | ce (plain CE on the weak view, the literature's baseline)."""
     warmup_epochs: int = 2
     """Epochs of plain CE on the weak view before LaCoL's losses switch on."""
     class_floor: float = 0.0
     """Selection floor per class and batch (our addition; 0 = the paper's rule): at least this
     fraction of each label's samples is selected, the most confident in that label first."""
     class_weight: str = "balanced"
-    """Per-class factor mu_k of L_LS from the selected counts: paper (eps_k / sum eps, as printed),
+    """Per-class factor mu_k of L_LS from the selected counts: paper (eps_k / sum eps, as printed;
+    its weights sum to 1, which also shrinks L_LS against L_MS and L_SC), paper_mean1 (the paper's
+    up-weighting of frequent classes, rescaled to a mean weight of 1 per selected sample),
     balanced (inverse frequency, mean 1), none."""
     train_view: str = "strong"
     """View that L_LS trains on: strong (the paper's diversity preserving) | weak (ablation)."""
@@ -167,7 +181,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     name: str = ""
-    """Run folder name under out_dir; empty: <dataset>-<method>-<noise><rate>-s<seed>."""
+    """Run folder name under out_dir; empty: <dataset>-<method>-<noise><rate>-s<seed>, then
+    -n<noise_seed> for a noise draw other than 0."""
     out_dir: str = "runs"
     """Folder of the run folders."""
     seed: int = 0
@@ -218,12 +233,15 @@ class Config:
             _choice("data.noise", d.noise, ("none", "symmetric", "asymmetric", "instance", "cifar-n:KEY"))
         if d.noise != "none" and not d.noise.startswith("cifar-n") and not 0 <= d.noise_rate < 1:
             raise ConfigError(f"data.noise_rate={d.noise_rate}: must be in [0, 1)")
+        if d.val_size and d.dataset == "clothing1m":
+            raise ConfigError("data.val_size: Clothing1M has its own clean validation split (used already); "
+                              "set data.val_size=0")
         if d.dataset == "clothing1m" and d.noise != "none":
             raise ConfigError("data.noise: Clothing1M's labels are already noisy; set data.noise=none")
         _choice("data.crop", d.crop, ("random", "rrc"))
         _choice("model.arch", m.arch, ("small_cnn", "resnet18", "resnet34", "resnet50"))
-        _choice("loss.method", l.method, ("lacol", "ce"))
-        _choice("loss.class_weight", l.class_weight, ("paper", "balanced", "none"))
+        _choice("loss.method", l.method, METHODS)
+        _choice("loss.class_weight", l.class_weight, ("paper", "paper_mean1", "balanced", "none"))
         _choice("loss.train_view", l.train_view, ("strong", "weak"))
         _choice("loss.ls_views", l.ls_views, (1, 2))
         _choice("loss.sc_similarity", l.sc_similarity, ("cosine", "dot"))
@@ -241,7 +259,7 @@ class Config:
                 raise ConfigError(f"{key}={v}: must be >= 1")
         for key, v in (("data.num_workers", d.num_workers), ("train.threads", t.threads),
                        ("train.checkpoint_every", t.checkpoint_every), ("train.stop_after", t.stop_after),
-                       ("data.train_subset", d.train_subset), ("data.pad", d.pad), ("optim.lr", o.lr),
+                       ("data.train_subset", d.train_subset), ("data.val_size", d.val_size), ("data.pad", d.pad), ("optim.lr", o.lr),
                        ("optim.momentum", o.momentum), ("optim.weight_decay", o.weight_decay),
                        ("optim.warmup_lr_epochs", o.warmup_lr_epochs), ("loss.lambda_ms", l.lambda_ms),
                        ("loss.lambda_sc", l.lambda_sc)):
@@ -271,7 +289,8 @@ class Config:
         if self.train.name:
             return self.train.name
         noise = "" if self.data.noise == "none" else f"-{self.data.noise.replace(':', '_')}{self.data.noise_rate:g}"
-        return f"{self.data.dataset}-{self.loss.method}{noise}-s{self.train.seed}"
+        draw = f"-n{self.data.noise_seed}" if self.data.noise_seed and noise else ""
+        return f"{self.data.dataset}-{self.loss.method}{noise}-s{self.train.seed}{draw}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -34,19 +34,22 @@ def select(p_weak: torch.Tensor, labels: torch.Tensor, class_floor: float = 0.0)
 def class_weights(counts: torch.Tensor, rule: str) -> torch.Tensor:
     """Per-class factor mu_k from the selected counts eps_k (float, (C,)).
 
-    ``paper``: mu_k = eps_k / sum_j eps_j, as printed. ``balanced``: inverse frequency over the
-    classes that have selected samples, scaled so the mean weight *per selected sample* is 1.
-    ``none``: 1."""
+    ``paper``: mu_k = eps_k / sum_j eps_j, as printed. ``paper_mean1``: the same up-weighting,
+    scaled so the mean weight *per selected sample* is 1 (mu_k = eps_k sum_j eps_j / sum_j eps_j^2),
+    which separates the paper's weighting from its scale. ``balanced``: inverse frequency over
+    the classes that have selected samples, mean weight per selected sample 1. ``none``: 1."""
     counts = counts.float()
     if rule == "none":
         return torch.ones_like(counts)
     total = counts.sum()
     if rule == "paper":
         return counts / total.clamp_min(1)
+    if rule == "paper_mean1":
+        return counts * total / (counts * counts).sum().clamp_min(1)
     if rule == "balanced":
         present = (counts > 0).sum().clamp_min(1)
         return torch.where(counts > 0, total / (present * counts.clamp_min(1)), torch.zeros_like(counts))
-    raise ValueError(f"loss.class_weight={rule!r}: choose paper, balanced or none")
+    raise ValueError(f"loss.class_weight={rule!r}: choose paper, paper_mean1, balanced or none")
 
 
 def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
@@ -241,7 +244,18 @@ class Method:
         self.rank_seed = 0 if cfg.gather else self.dist.rank
 
     def needs_strong(self, epoch: int) -> bool:
-        return self.cfg.method == "lacol" and epoch >= self.cfg.warmup_epochs
+        return self.cfg.method != "ce" and epoch >= self.cfg.warmup_epochs
+
+    def num_views(self, epoch: int) -> int:
+        """Views a step of ``epoch`` needs: the weak view alone in warm-up and for CE on it; weak
+        and strong for the controls (a second strong view when L_LS trains on two); all three
+        for LaCoL."""
+        c = self.cfg
+        if not self.needs_strong(epoch):
+            return 1
+        if c.method == "lacol" and (c.lambda_ms > 0 or c.lambda_sc > 0):
+            return 3
+        return 3 if c.ls_views == 2 and c.train_view == "strong" else 2
 
     def __call__(self, model, batch, epoch: int, step: int = 0) -> StepOutput:
         """The losses of step ``step`` of epoch ``epoch`` on ``batch``."""
@@ -254,13 +268,16 @@ class Method:
             loss = F.cross_entropy(logits.float(), y)  # equal batches on every rank: DDP's mean is global
             value = self._global_mean(loss)
             return StepOutput(loss, {"ce": value}, value=value)
+        views = [v for v in (batch.weak, batch.strong, batch.strong2) if v is not None]
+        metric = c.method == "lacol" and (c.lambda_ms > 0 or c.lambda_sc > 0)
         set_views(model, c.bn_stats, b)
-        logits, z = model(torch.cat([batch.weak, batch.strong, batch.strong2]))
+        logits, z = model(torch.cat(views), embed=metric)
         set_views(model, c.bn_stats, None)
-        logits_w, logits_s, logits_s2 = logits.float().split(b)
-        z_w, z_s, z_s2 = z.split(b)
+        logits_w, logits_s, *rest = logits.float().split(b)
+        logits_s2 = rest[0] if rest else None
         p_w = logits_w.detach().softmax(1)
-
+        if c.method == "ce_strong":  # every sample, weight 1: the loss of LaCoL's views without selection
+            return self._ce_strong(logits_w if c.train_view == "weak" else logits_s, logits_s2, y, batch.index)
         world = float(d.world)  # a Python number: a tensor built from it would be a host copy every step
         gather = c.gather and d.world > 1
         offset = d.rank * b if gather else 0
@@ -279,7 +296,12 @@ class Method:
                                normaliser=2 * counts.sum())
         loss = l_ls = world * l_ls
         terms = {"ls": l_ls}
-        z_all = d.all_gather(z_s, grad=True) if gather and (c.lambda_ms > 0 or c.lambda_sc > 0) else z_s
+        if not metric:  # selection only
+            terms = {k: self._global_mean(v) for k, v in terms.items()}
+            stats = None if self.clean is None else selection_stats(selected, batch.index, y, self.clean)
+            return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss))
+        z_w, z_s, z_s2 = z.split(b)
+        z_all = d.all_gather(z_s, grad=True) if gather else z_s
         if c.lambda_ms > 0:
             self.gen.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_009 + self.rank_seed)
             neg, valid = sample_negatives(y_all, c.num_negatives, self.gen)
@@ -296,6 +318,19 @@ class Method:
         terms = {k: self._global_mean(v) for k, v in terms.items()}
         stats = None if self.clean is None else selection_stats(selected, batch.index, y, self.clean)
         return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss))
+
+    def _ce_strong(self, logits, logits2, y, index) -> StepOutput:
+        """CE on the strong view (both strong views with ``ls_views`` 2) of every sample."""
+        if self.cfg.ls_views == 2 and logits2 is not None:
+            logits, y2 = torch.cat([logits, logits2]), y.repeat(2)
+        else:
+            y2 = y
+        loss = F.cross_entropy(logits, y2)  # equal batches on every rank: DDP's mean is global
+        value = self._global_mean(loss)
+        everyone = torch.ones_like(y, dtype=torch.bool)
+        counts = self.dist.all_reduce(torch.zeros(self.num_classes, device=y.device).index_add_(0, y, everyone.float()))
+        stats = None if self.clean is None else selection_stats(everyone, index, y, self.clean)
+        return StepOutput(loss, {"ls": value}, everyone, counts, stats, value=value)
 
     def _global_mean(self, t: torch.Tensor) -> torch.Tensor:
         """A term's value for the whole global batch (the mean of the processes' scaled terms)."""

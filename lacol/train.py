@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.build import eval_splits, make_loader, train_split, train_views
+from pipelines.build import eval_splits, make_loader, train_and_val, train_views
 from pipelines.sources import dataset_info
 
 from .config import Config, ConfigError
@@ -34,6 +34,7 @@ class TrainState:
     global_step: int = 0
     best_val: float = -1.0
     best_val_test: float = float("nan")
+    best_val_epoch: int = -1
     global_batch: int = 0
     """Samples per optimiser step when this state was saved (resuming with another world size
     maps the position inside the epoch by samples seen)."""
@@ -54,8 +55,10 @@ def lr_factor(cfg: Config, epoch_float: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(accelerator, model, loader) -> dict:
-    """Top-1 accuracy over the split, every sample counted once (padding deduplicated by index)."""
+def evaluate(accelerator, model, loader, clean: np.ndarray | None = None) -> dict:
+    """Top-1 accuracy over the split, every sample counted once (padding deduplicated by index);
+    with ``clean`` (the split's clean labels, -1 unknown), also the accuracy on the rows whose
+    clean label is known (``clean_acc``)."""
     model.eval()
     preds, labels, index = [], [], []
     for batch in loader:
@@ -66,7 +69,12 @@ def evaluate(accelerator, model, loader) -> dict:
         index.append(batch.index)
     p, y, i = (accelerator.gather(torch.cat(t)).cpu().numpy() for t in (preds, labels, index))
     _, first = np.unique(i, return_index=True)
-    return {"acc": float((p[first] == y[first]).mean()), "n": int(len(first))}
+    out = {"acc": float((p[first] == y[first]).mean()), "n": int(len(first))}
+    if clean is not None:
+        c = clean[i[first]]
+        known = c >= 0
+        out["clean_acc"] = float((p[first][known] == c[known]).mean()) if known.any() else float("nan")
+    return out
 
 
 def setup(cfg: Config):
@@ -115,11 +123,11 @@ class Trainer:
         self.run = RunFolder(Path(cfg.train.out_dir) / cfg.run_name, accelerator)
         self.run.create(cfg, resume)
         # the main process draws the noise once (into the run folder); the others read it
-        self.split = train_split(d, self.run.noise_file) if self.run.main else None
+        self.split, val = train_and_val(d, self.run.noise_file) if self.run.main else (None, None)
         accelerator.wait_for_everyone()
         if self.split is None:
-            self.split = train_split(d, self.run.noise_file)
-        strong = cfg.loss.method == "lacol"
+            self.split, val = train_and_val(d, self.run.noise_file)
+        strong = cfg.loss.method != "ce"
         # views in the dtype the model computes in: bf16 under bf16 on a GPU (the CPU engine is fp32)
         dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" and device.type == "cuda" else torch.float32
         self.loader = make_loader(d, self.split, train_views(d, strong), rank=rank, world=world, device=device,
@@ -127,8 +135,15 @@ class Trainer:
         if len(self.loader) == 0:
             raise ValueError(f"data.batch_size={d.batch_size} x {world} processes exceeds the "
                              f"{len(self.split)} training samples: lower the batch size")
+        evals = eval_splits(d) if val is None else {"val": val, **eval_splits(d)}  # validation first
         self.evals = {name: make_loader(d, s, None, rank=rank, world=world, device=device)
-                      for name, s in eval_splits(d).items()}
+                      for name, s in evals.items()}
+        # clean labels of held-out (noisy) validation rows: reported beside the noisy accuracy, never used to choose
+        self.val_clean = None if val is None else val.clean_labels
+        if val is not None and self.run.main:
+            self.run.write_json("val_rows.json", {"rows_of_train_split": val.source_index.tolist(),
+                                                  "noisy": int((val.labels != val.clean_labels).sum())},
+                                indent=None)
         self.model, self.optimizer = self._model_and_optimizer(world, device)
         self.state = TrainState(global_batch=d.batch_size * world * o.grad_accum)
         self.method = Method(cfg.loss, self.split.num_classes, Dist(rank, world), seed=cfg.train.seed,
@@ -179,8 +194,7 @@ class Trainer:
             with self.display:
                 for epoch in range(state.epoch, cfg.optim.epochs):
                     # warm-up epochs make the weak view alone
-                    self.loader.set_epoch(epoch, start=state.step_in_epoch,
-                                          num_views=None if self.method.needs_strong(epoch) else 1)
+                    self.loader.set_epoch(epoch, start=state.step_in_epoch, num_views=self.method.num_views(epoch))
                     stats = self.train_epoch(epoch)
                     row = {"kind": "epoch", "epoch": epoch, "step": state.global_step, **stats,
                            **self.evaluate_all()}
@@ -257,12 +271,16 @@ class Trainer:
     def evaluate_all(self) -> dict:
         """Accuracy on every evaluation split; with a validation split, the test accuracy at the
         best validation epoch so far (and those weights, as best.safetensors)."""
-        results = {name: evaluate(self.acc, self.model, ev) for name, ev in self.evals.items()}
+        results = {name: evaluate(self.acc, self.model, ev, self.val_clean if name == "val" else None)
+                   for name, ev in self.evals.items()}
         row = {**{f"{n}_acc": r["acc"] for n, r in results.items()}, **{f"{n}_n": r["n"] for n, r in results.items()}}
+        if "clean_acc" in results.get("val", {}):
+            row["val_clean_acc"] = results["val"]["clean_acc"]
         if len(results) > 1:
             v, te = list(results.values())[0], list(results.values())[-1]  # (validation, test)
             if v["acc"] > self.state.best_val:
                 self.state.best_val, self.state.best_val_test = v["acc"], te["acc"]
+                self.state.best_val_epoch = self.state.epoch
                 self.run.save_weights(self.model, "best.safetensors")
             row["best_val_test_acc"] = self.state.best_val_test
         return row
@@ -307,6 +325,9 @@ def summarise(cfg: Config, history: list[dict], state: TrainState) -> dict:
            "final_recall": last.get("recall"),
            "train_seconds": float(sum(h.get("seconds", 0.0) for h in history)),
            "num_processes": state.global_batch // (cfg.data.batch_size * cfg.optim.grad_accum)}
-    if len(evals) > 1:
+    if len(evals) > 1 or cfg.data.val_size:
         out["best_val_acc"], out["best_val_test_acc"] = state.best_val, state.best_val_test
+        out["best_val_epoch"] = state.best_val_epoch
+        if cfg.data.val_size and history:
+            out["final_val_acc"] = history[-1].get("val_acc")
     return out

@@ -6,6 +6,7 @@ names a backend or a file format. ``d`` is a ``lacol.config.DataConfig`` (read b
 pipelines/ does not import lacol/)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,21 @@ from .views import ViewSpec, lacol_views
 
 
 def train_split(d, noise_file: Path | None = None) -> Split:
-    """The training split with its noisy labels, optionally a fixed subset. Synthetic noise is
-    drawn once and kept in ``noise_file`` (read back when it exists), so a resumed run trains on
-    the same labels."""
+    """The training split with its noisy labels, optionally a fixed subset, without the rows
+    held out for validation (``train_and_val``)."""
+    return train_and_val(d, noise_file)[0]
+
+
+def train_and_val(d, noise_file: Path | None = None) -> tuple[Split, Split | None]:
+    """The training split (noisy labels, optionally a fixed subset) and the validation split held
+    out of it (``d.val_size`` rows with their noisy labels, or None). Synthetic noise is drawn
+    once and kept in ``noise_file`` (read back when it exists), so a resumed run trains on the
+    same labels.
+
+    Rows: one fixed permutation of the split (the same for every seed and noise draw); training
+    takes its first ``train_subset`` rows (all but the held-out ones without a subset) and
+    validation its last ``val_size``, so the two are disjoint and a subset's rows do not move
+    when validation is added."""
     split = load_split(d.dataset, dataset_info(d.dataset).train, d.root)
     if d.noise != "none":
         if noise_file is not None and noise_file.is_file():
@@ -33,12 +46,21 @@ def train_split(d, noise_file: Path | None = None) -> Split:
             if noise_file is not None:
                 noise.save(noise_file)
         split = split.with_labels(noise.labels)
-    if d.train_subset:
-        # its own seed stream: default_rng(0) would be the very permutation that symmetric noise
-        # with noise_seed 0 flips first, and the subset would be all noisy
-        rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(1,)))
-        split = split.subset(rng.permutation(len(split))[: d.train_subset])
-    return split
+    n, val_size = len(split), getattr(d, "val_size", 0)
+    if not d.train_subset and not val_size:
+        return split, None
+    n_train = d.train_subset or n - val_size
+    if n_train < 1 or n_train + val_size > n:
+        raise DatasetError(f"{split.name} has {n} samples: data.train_subset={d.train_subset} and "
+                           f"data.val_size={val_size} do not fit; lower one of them")
+    # its own seed stream: default_rng(0) would be the very permutation that symmetric noise
+    # with noise_seed 0 flips first, and the subset would be all noisy
+    rows = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(1,))).permutation(n)
+    train = split.subset(rows[:n_train])
+    if not val_size:
+        return train, None
+    val = split.subset(rows[n - val_size:])
+    return train, replace(val, name=f"{val.name}:val")
 
 
 def check_noise(noise: NoisyLabels, d, n: int, path: Path) -> None:
@@ -69,7 +91,7 @@ def train_views(d, strong: bool = True) -> tuple[ViewSpec, ...]:
 
 
 def _split_name(split: Split) -> str:
-    return split.name.split("/")[-1]
+    return split.name.split("/")[-1].split(":")[0]  # a held-out validation split reads its parent's files
 
 
 def _dali_rows(d, split: Split) -> np.ndarray | None:

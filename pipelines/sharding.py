@@ -54,9 +54,10 @@ def num_batches(n: int, batch_size: int) -> int:
 
 
 def view_batch(views, label: torch.Tensor, index: torch.Tensor) -> ViewBatch:
-    """A ViewBatch from a backend's views: (weak, strong, strong2), or (weak,) alone for an epoch
-    or method that needs no strong views (their fields are then None)."""
-    weak, strong, strong2 = views if len(views) == 3 else (views[0], None, None)
+    """A ViewBatch from a backend's views: (weak, strong, strong2), (weak, strong) for a method
+    that needs one strong view, or (weak,) alone for an epoch or method that needs none (the
+    missing fields are None)."""
+    weak, strong, strong2 = (*views, None, None)[:3]
     return ViewBatch(weak, strong, strong2, label, index)
 
 

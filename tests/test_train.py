@@ -24,7 +24,7 @@ SMALL = ["data.train_subset=2048", "data.batch_size=64", "data.noise=symmetric",
 
 
 def test_config_errors_name_the_key_and_the_choices(tmp_path):
-    with pytest.raises(ConfigError, match=r"loss.class_weight='inverse'.*'paper', 'balanced', 'none'"):
+    with pytest.raises(ConfigError, match=r"loss.class_weight='inverse'.*'paper', 'paper_mean1', 'balanced', 'none'"):
         load_config(None, ["loss.class_weight=inverse"])
     with pytest.raises(ConfigError, match=r"unknown config key 'optim.learning_rate'.*lr"):
         load_config(None, ["optim.learning_rate=0.1"])

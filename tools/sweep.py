@@ -1,0 +1,119 @@
+"""The noise sweep of BENCHMARKS.md: LaCoL beside its controls over noise kinds, rates and seeds.
+
+``python -m tools.sweep jobs`` prints one ``lacol compare`` command per (seed, noise, method);
+run them side by side (``| xargs -P 2 -I{} sh -c {}``), one torch thread each. ``python -m
+tools.sweep table`` reads the finished runs' summary.json files and prints the markdown table
+(mean ± std over seeds, each seed with its own noise draw). Finished runs are reused, so an
+interrupted sweep continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+SETTINGS = (("symmetric", 0.2), ("symmetric", 0.5), ("symmetric", 0.8), ("asymmetric", 0.4),
+            ("instance", 0.2), ("instance", 0.4), ("instance", 0.5))
+ARMS = ("lacol", "selection", "ce_strong", "ce")
+NAMES = {"lacol": "LaCoL", "selection": "selection only", "ce_strong": "CE, strong views (fair control)",
+         "ce": "CE, weak view"}
+
+
+RUN_ORDER = (("instance", 0.4), ("asymmetric", 0.4), ("symmetric", 0.8), ("symmetric", 0.5), ("instance", 0.5),
+             ("symmetric", 0.2), ("instance", 0.2))
+"""The order the jobs run in: the settings the targets name first, every seed of one before the next."""
+
+
+def jobs(args) -> list[str]:
+    out = []
+    for kind, rate in RUN_ORDER:
+        for seed in args.seeds.split(","):
+            for arm in args.arms.split(","):
+                cmd = ["lacol", "compare", "--config", args.config, "--seeds", seed, "--methods", arm,
+                       "--prefix", args.prefix, "--reuse", f"train.out_dir={args.out_dir}", "train.threads=1",
+                       "train.progress=false", f"data.noise={kind}", f"data.noise_rate={rate}", *args.overrides]
+                out.append(" ".join(shlex.quote(c) for c in cmd) + f" > /dev/null 2>> {args.out_dir}/sweep.log")
+    return out
+
+
+def _ms(values, scale: float = 100.0) -> str:
+    v = np.asarray([x for x in values if x is not None], dtype=float) * scale
+    if not len(v):
+        return "-"
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+
+
+def load(out_dir: Path, prefix: str) -> dict[tuple, list[dict]]:
+    """Finished runs' summaries by (noise, rate, method)."""
+    runs: dict[tuple, list[dict]] = defaultdict(list)
+    for f in sorted(out_dir.glob(f"{prefix}-*/summary.json")):
+        s = json.loads(f.read_text())
+        runs[(s["noise"], s["noise_rate"], s["method"])].append(s)
+    return runs
+
+
+def table(runs: dict[tuple, list[dict]]) -> str:
+    rows = ["| noise | method | seeds | final test % | mean of last 10 % | test at best val epoch % | "
+            "selection precision % | selection recall % | selected % | train s / run |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for kind, rate in SETTINGS:
+        for arm in ARMS:
+            rs = runs.get((kind, rate, arm))
+            if not rs:
+                continue
+            sel = arm in ("lacol", "selection")
+            rows.append(" | ".join([
+                f"| {kind} {rate:.0%}", NAMES[arm], ",".join(str(r["seed"]) for r in rs),
+                _ms([r["final_test_acc"] for r in rs]), _ms([r["last10_test_acc"] for r in rs]),
+                _ms([r.get("best_val_test_acc") for r in rs]),
+                _ms([r["final_precision"] for r in rs]) if sel else "-",
+                _ms([r.get("final_recall") for r in rs]) if sel else "-",
+                _ms([r["final_selected_rate"] for r in rs]) if sel else "-",
+                f"{np.mean([r['train_seconds'] for r in rs]):.0f} |"]))
+    return "\n".join(rows)
+
+
+def margins(runs: dict[tuple, list[dict]]) -> str:
+    """LaCoL minus each control, final epoch, mean over the seeds both have (paired by seed)."""
+    rows = ["| noise | LaCoL − CE strong | LaCoL − selection only | LaCoL − CE weak |", "|---|---:|---:|---:|"]
+    for kind, rate in SETTINGS:
+        lacol = {r["seed"]: r["final_test_acc"] for r in runs.get((kind, rate, "lacol"), [])}
+        if not lacol:
+            continue
+        cells = []
+        for arm in ("ce_strong", "selection", "ce"):
+            other = {r["seed"]: r["final_test_acc"] for r in runs.get((kind, rate, arm), [])}
+            d = [lacol[s] - other[s] for s in lacol if s in other]
+            cells.append(_ms(d))
+        rows.append(f"| {kind} {rate:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    j = sub.add_parser("jobs", help="print the sweep's commands, one per line")
+    j.add_argument("--config", default="configs/fashion_mnist.yaml")
+    j.add_argument("--seeds", default="1,2")
+    j.add_argument("--arms", default=",".join(ARMS))
+    j.add_argument("--prefix", default="sweep")
+    j.add_argument("--out-dir", default="runs/sweep")
+    j.add_argument("overrides", nargs="*")
+    t = sub.add_parser("table", help="the markdown tables of the finished runs")
+    t.add_argument("--prefix", default="sweep")
+    t.add_argument("--out-dir", default="runs/sweep")
+    args = ap.parse_args(argv)
+    if args.cmd == "jobs":
+        print("\n".join(jobs(args)))
+    else:
+        runs = load(Path(args.out_dir), args.prefix)
+        print(table(runs) + "\n\n" + margins(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
