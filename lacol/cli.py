@@ -114,6 +114,15 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from .audit import report
+
+    if args.top < 0:
+        raise ConfigError(f"--top {args.top}: must be >= 0")
+    report(args.run, args.top, args.out, args.plot)
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .infer import predict
 
@@ -146,6 +155,12 @@ def main(argv=None) -> int:
     e.add_argument("--run", required=True)
     e.add_argument("--weights", default="model.safetensors")
     e.set_defaults(fn=cmd_eval)
+    a = sub.add_parser("audit", help="which training labels are wrong, from a finished run's record")
+    a.add_argument("--run", required=True)
+    a.add_argument("--top", type=int, default=20, help="print the N most suspect labels")
+    a.add_argument("--out", help="write every flagged label, ranked, to this CSV file")
+    a.add_argument("--plot", help="write the score histogram, clean vs mislabelled, to this PNG")
+    a.set_defaults(fn=cmd_audit)
     p = sub.add_parser("predict", help="top-k classes for image files")
     p.add_argument("--run", required=True)
     p.add_argument("--topk", type=int, default=3)

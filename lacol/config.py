@@ -69,6 +69,12 @@ class DataConfig:
     is measured every epoch and picks the best epoch (``best.safetensors``); test accuracy is
     reported, never used to choose. Taken from the rows a ``train_subset`` leaves out when
     there are enough. 0 = none. Clothing1M has its own clean validation split."""
+    cv_folds: int = 0
+    """Cross-validation (the label-audit benchmark's cleanlab arm): split the training rows into
+    this many fixed folds, train on all but fold ``cv_fold`` and, at the end, write the held-out
+    fold's predicted probabilities (``heldout_probs.npz``). 0 = off."""
+    cv_fold: int = 0
+    """The held-out fold, 0..cv_folds-1."""
     batch_size: int = 128
     """Per-process batch; the global batch is batch_size x processes x grad_accum."""
     eval_batch_size: int = 512
@@ -209,6 +215,10 @@ class TrainConfig:
     """torch intra-op threads on CPU; 0 = torch's default."""
     progress: bool = True
     """Rich live progress bar (the per-epoch table is always printed)."""
+    audit: bool = True
+    """Record the label audit's evidence (weak-view probability of the given label, prediction,
+    selection) per training sample and epoch after warm-up; written as audit.npz, read by
+    ``lacol audit``. Memory: 8 bytes per sample and recorded epoch on the training device."""
 
 
 @dataclass
@@ -233,6 +243,9 @@ class Config:
             _choice("data.noise", d.noise, ("none", "symmetric", "asymmetric", "instance", "cifar-n:KEY"))
         if d.noise != "none" and not d.noise.startswith("cifar-n") and not 0 <= d.noise_rate < 1:
             raise ConfigError(f"data.noise_rate={d.noise_rate}: must be in [0, 1)")
+        if d.cv_folds and not 0 <= d.cv_fold < d.cv_folds or d.cv_folds == 1 or d.cv_folds < 0:
+            raise ConfigError(f"data.cv_folds={d.cv_folds}, data.cv_fold={d.cv_fold}: folds >= 2 (or 0, off) and "
+                              f"the held-out fold in 0..cv_folds-1")
         if d.val_size and d.dataset == "clothing1m":
             raise ConfigError("data.val_size: Clothing1M has its own clean validation split (used already); "
                               "set data.val_size=0")

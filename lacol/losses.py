@@ -190,6 +190,8 @@ class StepOutput:
     """(4,) float ``selection_stats`` of this process's batch (None without selection or clean labels)."""
     value: torch.Tensor | None = None
     """The total loss of the global batch (``loss`` is this process's share, scaled for DDP)."""
+    p_weak: torch.Tensor | None = None
+    """(B, C) detached weak-view probabilities (the label audit's evidence)."""
 
 
 class Dist:
@@ -267,7 +269,7 @@ class Method:
             logits, _ = model(batch.weak, embed=False)
             loss = F.cross_entropy(logits.float(), y)  # equal batches on every rank: DDP's mean is global
             value = self._global_mean(loss)
-            return StepOutput(loss, {"ce": value}, value=value)
+            return StepOutput(loss, {"ce": value}, value=value, p_weak=logits.detach().float().softmax(1))
         views = [v for v in (batch.weak, batch.strong, batch.strong2) if v is not None]
         metric = c.method == "lacol" and (c.lambda_ms > 0 or c.lambda_sc > 0)
         set_views(model, c.bn_stats, b)
@@ -277,7 +279,9 @@ class Method:
         logits_s2 = rest[0] if rest else None
         p_w = logits_w.detach().softmax(1)
         if c.method == "ce_strong":  # every sample, weight 1: the loss of LaCoL's views without selection
-            return self._ce_strong(logits_w if c.train_view == "weak" else logits_s, logits_s2, y, batch.index)
+            out = self._ce_strong(logits_w if c.train_view == "weak" else logits_s, logits_s2, y, batch.index)
+            out.p_weak = p_w
+            return out
         world = float(d.world)  # a Python number: a tensor built from it would be a host copy every step
         gather = c.gather and d.world > 1
         offset = d.rank * b if gather else 0
@@ -299,7 +303,7 @@ class Method:
         if not metric:  # selection only
             terms = {k: self._global_mean(v) for k, v in terms.items()}
             stats = None if self.clean is None else selection_stats(selected, batch.index, y, self.clean)
-            return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss))
+            return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss), p_weak=p_w)
         z_w, z_s, z_s2 = z.split(b)
         z_all = d.all_gather(z_s, grad=True) if gather else z_s
         if c.lambda_ms > 0:
@@ -317,7 +321,7 @@ class Method:
             terms["sc"] = l_sc
         terms = {k: self._global_mean(v) for k, v in terms.items()}
         stats = None if self.clean is None else selection_stats(selected, batch.index, y, self.clean)
-        return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss))
+        return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss), p_weak=p_w)
 
     def _ce_strong(self, logits, logits2, y, index) -> StepOutput:
         """CE on the strong view (both strong views with ``ls_views`` 2) of every sample."""

@@ -49,10 +49,11 @@ class RunFolder:
         found = sorted(self.checkpoints.glob("step_*"))
         return found[-1] if found else None
 
-    def save_checkpoint(self, model, optimizer, state, keep: int) -> None:
-        """The model, the optimiser, the loop's position and each process's RNG state, written
-        into a temporary folder and renamed when every process has written; the oldest beyond
-        ``keep`` are removed. No pickle: tensors as safetensors, the rest as JSON."""
+    def save_checkpoint(self, model, optimizer, state, keep: int, extra: dict | None = None) -> None:
+        """The model, the optimiser, the loop's position, each process's RNG state and ``extra``
+        tensors (the label audit's record), written into a temporary folder and renamed when every
+        process has written; the oldest beyond ``keep`` are removed. No pickle: tensors as
+        safetensors, the rest as JSON."""
         from safetensors.torch import save_file
 
         final = self.checkpoints / f"step_{state.global_step:09d}"
@@ -65,6 +66,8 @@ class RunFolder:
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "optimizer.json").write_text(json.dumps(rest))
             (tmp / "state.json").write_text(json.dumps(state.state_dict()))
+            if extra:
+                save_file({k: v.contiguous() for k, v in extra.items()}, str(tmp / "extra.safetensors"))
         self.acc.wait_for_everyone()
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -78,8 +81,9 @@ class RunFolder:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
 
-    def load_checkpoint(self, model, optimizer, state) -> Path:
-        """The newest checkpoint into ``model``, ``optimizer`` and ``state`` (every process)."""
+    def load_checkpoint(self, model, optimizer, state, extra=None) -> Path:
+        """The newest checkpoint into ``model``, ``optimizer`` and ``state`` (every process);
+        ``extra(tensors)`` receives the checkpoint's extra tensors when it has any."""
         from safetensors.torch import load_file
 
         ckpt = self.latest_checkpoint()
@@ -92,6 +96,8 @@ class RunFolder:
         optimizer.load_state_dict(join_optimizer_state(load_file(str(ckpt / "optimizer.safetensors")),
                                                        json.loads((ckpt / "optimizer.json").read_text())))
         state.load_state_dict(json.loads((ckpt / "state.json").read_text()))
+        if extra is not None and (ckpt / "extra.safetensors").is_file():
+            extra(load_file(str(ckpt / "extra.safetensors")))
         rng = ckpt / f"rng_{self.acc.process_index}.safetensors"
         if rng.is_file():  # absent when resuming with more processes than saved
             r = load_file(str(rng))

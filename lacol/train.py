@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.build import eval_splits, make_loader, train_and_val, train_views
+from pipelines.build import cv_split, eval_splits, make_loader, train_and_val, train_views
 from pipelines.sources import dataset_info
 
+from . import audit
 from .config import Config, ConfigError
 from .display import Display
 from .losses import Dist, Method
@@ -77,6 +78,22 @@ def evaluate(accelerator, model, loader, clean: np.ndarray | None = None) -> dic
     return out
 
 
+@torch.no_grad()
+def predict_probs(accelerator, model, loader) -> tuple[np.ndarray, np.ndarray]:
+    """(index, softmax probabilities) of every sample of an evaluation loader, once each, in
+    index order."""
+    model.eval()
+    probs, index = [], []
+    for batch in loader:
+        with accelerator.autocast():
+            logits, _ = model(batch.image, embed=False)
+        probs.append(logits.float().softmax(1))
+        index.append(batch.index)
+    p, i = (accelerator.gather(torch.cat(t)).cpu().numpy() for t in (probs, index))
+    i, first = np.unique(i, return_index=True)
+    return i, p[first]
+
+
 def setup(cfg: Config):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -127,6 +144,9 @@ class Trainer:
         accelerator.wait_for_everyone()
         if self.split is None:
             self.split, val = train_and_val(d, self.run.noise_file)
+        self.heldout = None
+        if d.cv_folds:
+            self.split, self.heldout = cv_split(self.split, d.cv_folds, d.cv_fold)
         strong = cfg.loss.method != "ce"
         # views in the dtype the model computes in: bf16 under bf16 on a GPU (the CPU engine is fp32)
         dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" and device.type == "cuda" else torch.float32
@@ -149,6 +169,9 @@ class Trainer:
         self.method = Method(cfg.loss, self.split.num_classes, Dist(rank, world), seed=cfg.train.seed,
                              device=device, clean=torch.from_numpy(self.split.clean_labels).to(device),
                              deterministic=cfg.train.deterministic)
+        warm = min(cfg.loss.warmup_epochs, o.epochs) if cfg.loss.method != "ce" else 0
+        self.evidence = (audit.Evidence(len(self.split), warm, o.epochs - warm, device)
+                         if cfg.train.audit and o.epochs > warm else None)
         if resume:
             self._resume()
         self.history = self.run.history(self.state.epoch) if resume else []
@@ -173,7 +196,8 @@ class Trainer:
         return self.acc.prepare(model, optimizer)
 
     def _resume(self) -> None:
-        ckpt = self.run.load_checkpoint(self.model, self.optimizer, self.state)
+        ckpt = self.run.load_checkpoint(self.model, self.optimizer, self.state,
+                                        extra=None if self.evidence is None else self.evidence.load)
         s = self.state
         self.acc.print(f"resumed from {ckpt} (epoch {s.epoch}, step {s.step_in_epoch} of it)")
         global_batch = self.cfg.data.batch_size * self.acc.num_processes * self.cfg.optim.grad_accum
@@ -200,7 +224,7 @@ class Trainer:
                            **self.evaluate_all()}
                     state.epoch, state.step_in_epoch = epoch + 1, 0
                     self.record(row)
-                    self.run.save_checkpoint(self.model, self.optimizer, state, t.keep_checkpoints)
+                    self.checkpoint()
                     if t.stop_after and epoch + 1 - first_epoch >= t.stop_after and epoch + 1 < cfg.optim.epochs:
                         self.acc.print(f"stopped after epoch {epoch + 1} of {cfg.optim.epochs} (train.stop_after); "
                                        f"--resume continues")
@@ -231,7 +255,7 @@ class Trainer:
             if state.global_step % t.log_every == 0:
                 self.log_step(epoch, lr, out, len(batch) * self.acc.num_processes)
             if t.checkpoint_every and state.global_step % t.checkpoint_every == 0 and self.acc.sync_gradients:
-                self.run.save_checkpoint(self.model, self.optimizer, state, t.keep_checkpoints)
+                self.checkpoint()
         dt = time.perf_counter() - t0
         stats = {k: float(v) / max(n_steps, 1) for k, v in sums.items()}
         stats.update(lr=self.optimizer.param_groups[0]["lr"], seconds=dt, samples_per_s=n_samples / max(dt, 1e-9))
@@ -242,12 +266,33 @@ class Trainer:
             g["lr"] = lr
         with self.acc.accumulate(self.model):
             out = self.method(self.model, batch, epoch, self.state.step_in_epoch)
+            if self.evidence is not None and out.p_weak is not None:
+                self.evidence.record(epoch, batch.index, out.p_weak, batch.label, out.selected)
             self.acc.backward(out.loss)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.state.step_in_epoch += 1
         self.state.global_step += 1
         return out
+
+    def write_heldout(self) -> None:
+        """The held-out fold's predicted probabilities (evaluation view, final weights):
+        ``heldout_probs.npz`` with rows of the full training split, noisy and clean labels."""
+        h, d = self.heldout, self.cfg.data
+        loader = make_loader(d, h, None, rank=self.acc.process_index, world=self.acc.num_processes,
+                             device=self.acc.device)
+        index, probs = predict_probs(self.acc, self.model, loader)
+        if self.run.main:
+            from pipelines.fileio import atomic_path
+
+            with atomic_path(self.run.path / "heldout_probs.npz") as tmp, open(tmp, "wb") as f:
+                np.savez(f, rows=h.source_index[index], probs=probs, labels=h.labels[index],
+                         clean=h.clean_labels[index])
+
+    def checkpoint(self) -> None:
+        """A checkpoint of the loop (collective), with the audit's record so far."""
+        extra = None if self.evidence is None else self.evidence.combined(self.acc.num_processes)
+        self.run.save_checkpoint(self.model, self.optimizer, self.state, self.cfg.train.keep_checkpoints, extra)
 
     def log_step(self, epoch: int, lr: float, out, b: int) -> None:
         """A metrics line: the one step in ``train.log_every`` that syncs with the host, once (every
@@ -299,6 +344,14 @@ class Trainer:
             self.run.write_json("dataset.json", {"classes": list(s.classes), "mean": list(s.mean),
                                                  "std": list(s.std), "channels": s.channels}, indent=None)
             self.run.write_json("summary.json", summary)
+            if self.heldout is not None:
+                self.write_heldout()
+            if self.evidence is not None:
+                tensors = self.evidence.combined(self.acc.num_processes)  # collective
+                if self.run.main:
+                    audit.write(self.run.path / "audit.npz", tensors, first=self.evidence.first, labels=s.labels,
+                                clean=s.clean_labels, rows=s.source_index, method=self.cfg.loss.method,
+                                classes=s.classes)
         self.acc.wait_for_everyone()
         return summary
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,6 +65,9 @@ def test_two_processes_train_two_epochs(tmp_path):
     assert all(r["test_n"] == 10000 for r in epochs)  # every test sample counted exactly once
     steps = [r for r in rows if r["kind"] == "step"]
     assert len(steps) == 2 * (2048 // 64)  # 32 steps an epoch of global batch 64
+    with np.load(run_dir / "audit.npz") as a:  # both ranks' rows in one record: every row seen once
+        assert a["seen"].shape == (1, 2048) and a["seen"].all()
+        assert ((a["prob"] >= 0) & (a["prob"] <= 1)).all()
     assert sum(steps[-1]["class_counts"]) <= 64
 
 

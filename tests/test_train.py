@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -122,6 +123,12 @@ def test_kill_mid_epoch_then_resume_gives_the_same_weights(tmp_path):
         assert torch.equal(a[k], b[k]), k
     hist = json.loads((tmp_path / "killed" / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [0, 1, 2]
+    # the label audit's record (epochs 1 and 2, the kill inside epoch 1) is the uninterrupted one
+    with np.load(tmp_path / "whole" / "audit.npz") as w, np.load(tmp_path / "killed" / "audit.npz") as k:
+        assert w.files == k.files
+        for name in w.files:
+            assert np.array_equal(w[name], k[name]), name
+        assert w["seen"].all() and list(w["epochs"]) == [1, 2]
 
 
 def test_a_run_folder_with_checkpoints_needs_resume(tmp_path):

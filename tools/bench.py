@@ -368,7 +368,14 @@ def main(argv=None) -> int:
     s.add_argument("--sc-sizes", type=ints, default=[1024, 4096, 16384])
     s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     s.add_argument("--repeats", type=int, default=20)
+    from .bench_audit import add_parser, bench_audit
+
+    add_parser(sub)
     a = p.parse_args(argv)
+    if a.cmd == "audit":
+        if a.folds < 2 or a.jobs < 1 or not 0 < a.rate < 1:
+            p.error("audit: --folds >= 2, --jobs >= 1, --rate in (0, 1)")
+        return bench_audit(a)
     return {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert, "kernel": bench_kernel,
             "sampler": bench_sampler, "step": bench_step, "train": bench_train}[a.cmd](a)
 
