@@ -63,6 +63,15 @@ def train_and_val(d, noise_file: Path | None = None) -> tuple[Split, Split | Non
     return train, replace(val, name=f"{val.name}:val")
 
 
+def cv_split(split: Split, folds: int, fold: int) -> tuple[Split, Split]:
+    """(training rows, held-out rows) of fold ``fold`` of ``folds``: a fixed permutation of the
+    split's rows cut into equal parts, the same for every seed."""
+    rows = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(3,))).permutation(len(split))
+    held = np.zeros(len(split), dtype=bool)
+    held[np.array_split(rows, folds)[fold]] = True
+    return split.subset(np.flatnonzero(~held)), split.subset(np.flatnonzero(held))
+
+
 def check_noise(noise: NoisyLabels, d, n: int, path: Path) -> None:
     """A kept noise file must be the noise the config asks for: a resumed or re-run folder with
     other noise settings would otherwise train on the old labels while reporting the new ones."""
