@@ -123,6 +123,13 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .plot import plot
+
+    print(f"wrote {plot(args.runs, args.out, args.title)}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .infer import predict
 
@@ -161,6 +168,11 @@ def main(argv=None) -> int:
     a.add_argument("--out", help="write every flagged label, ranked, to this CSV file")
     a.add_argument("--plot", help="write the score histogram, clean vs mislabelled, to this PNG")
     a.set_defaults(fn=cmd_audit)
+    g = sub.add_parser("plot", help="accuracy, selection and loss curves of runs, one line per run (PNG)")
+    g.add_argument("runs", nargs="+", help="run folders")
+    g.add_argument("--out", required=True, help="PNG file")
+    g.add_argument("--title")
+    g.set_defaults(fn=cmd_plot)
     p = sub.add_parser("predict", help="top-k classes for image files")
     p.add_argument("--run", required=True)
     p.add_argument("--topk", type=int, default=3)

@@ -63,7 +63,7 @@ def test_missing_record_names_the_file(tmp_path, capsys):
     assert "audit.npz: no audit record" in capsys.readouterr().err
 
 
-def test_lacol_audit_of_a_short_run_finds_the_noise(tmp_path, capsys):
+def test_lacol_audit_of_a_short_run_finds_the_noise_and_lacol_plot_draws_it(tmp_path, capsys):
     from lacol.config import load_config
     from lacol.train import train
 
@@ -85,6 +85,10 @@ def test_lacol_audit_of_a_short_run_finds_the_noise(tmp_path, capsys):
     wrong = sum(r["given"] != r["clean"] for r in rows)
     assert wrong / len(rows) > 0.7, (wrong, len(rows))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = tmp_path / "curves.png"
+    assert lacol(["plot", str(tmp_path / "r"), "--out", str(curves)]) == 0
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and curves.stat().st_size > 20_000
+    assert lacol(["plot", str(tmp_path / "nothing"), "--out", str(curves)]) == 2  # names the missing file
 
 
 def test_bench_audit_beside_cleanlab_on_folds(tmp_path, capsys):

@@ -1,0 +1,109 @@
+"""The fair controls (selection only, CE on the strong views), the noisy validation split, the
+noise drawn per seed in `lacol compare`, and the rescaled paper class weights."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lacol.cli import main as lacol
+from lacol.config import ConfigError, load_config
+from lacol.losses import Method, class_weights
+from lacol.models import build_model
+from lacol.train import train
+from pipelines.batch import ViewBatch
+from pipelines.build import train_and_val
+
+SMALL = ["data.train_subset=1024", "data.batch_size=64", "data.noise=symmetric", "data.noise_rate=0.4",
+         "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false"]
+
+
+def test_paper_mean1_keeps_the_paper_ratios_at_mean_weight_one():
+    counts = torch.tensor([30.0, 10.0, 0.0, 60.0])
+    paper, mean1 = class_weights(counts, "paper"), class_weights(counts, "paper_mean1")
+    torch.testing.assert_close(mean1 / mean1[0], paper / paper[0])  # the same up-weighting
+    assert float((mean1 * counts).sum() / counts.sum()) == pytest.approx(1.0)  # mean 1 per selected sample
+    assert float((paper * counts).sum() / counts.sum()) < 0.5  # the printed rule shrinks L_LS
+
+
+def _batch(b=16, c=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    views = [torch.randn(b, 1, 28, 28, generator=g) for _ in range(3)]
+    return ViewBatch(*views, torch.randint(0, c, (b,), generator=g), torch.arange(b))
+
+
+def test_controls_need_fewer_views_and_ce_strong_is_plain_ce_on_the_strong_view():
+    cfg = load_config(None, ["loss.warmup_epochs=1"]).loss
+    views = {m: Method(load_config(None, ["loss.warmup_epochs=1", f"loss.method={m}"]).loss, 10).num_views(1)
+             for m in ("lacol", "selection", "ce_strong", "ce")}
+    assert views == {"lacol": 3, "selection": 2, "ce_strong": 2, "ce": 1}
+    assert Method(cfg, 10).num_views(0) == 1  # warm-up: the weak view alone
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 10, 1)
+    b = _batch()
+    two = ViewBatch(b.weak, b.strong, None, b.label, b.index)
+    out = Method(load_config(None, ["loss.method=ce_strong"]).loss, 10)(model, two, epoch=5)
+    assert out.selected.all() and set(out.terms) == {"ls"}
+    with torch.no_grad():  # the same forward (BN over both views), then CE of the strong half
+        logits, _ = model(torch.cat([b.weak, b.strong]), embed=False)
+    assert float(out.loss.detach()) == pytest.approx(float(F.cross_entropy(logits[16:], b.label)), rel=1e-5)
+    sel = Method(load_config(None, ["loss.method=selection"]).loss, 10)(model, two, epoch=5)
+    assert set(sel.terms) == {"ls"} and sel.selected is not None and not sel.selected.all()
+
+
+def test_validation_rows_are_held_out_noisy_and_fixed(tmp_path):
+    d = load_config(None, [*SMALL, "data.val_size=500"]).data
+    train_rows, val = train_and_val(d)
+    assert len(train_rows) == 1024 and len(val) == 500
+    assert not set(train_rows.source_index) & set(val.source_index)
+    assert (val.labels != val.clean_labels).mean() == pytest.approx(0.4, abs=0.06)  # noisy, like training
+    again = load_config(None, [*SMALL, "data.val_size=500", "train.seed=3"]).data
+    assert np.array_equal(train_and_val(again)[1].source_index, val.source_index)  # fixed across seeds
+    no_val = train_and_val(load_config(None, SMALL).data)[0]
+    assert np.array_equal(no_val.source_index, train_rows.source_index)  # adding validation moves no training row
+    with pytest.raises(ConfigError, match="data.val_size"):
+        load_config("configs/clothing1m.yaml", ["data.val_size=10"])
+    big = load_config(None, ["data.train_subset=59000", "data.val_size=2000"]).data
+    with pytest.raises(ValueError, match="data.val_size=2000 do not fit"):
+        train_and_val(big)
+
+
+def test_best_epoch_is_chosen_on_validation(tmp_path):
+    summary = train(load_config(None, [*SMALL, "optim.epochs=3", "data.val_size=500", f"train.out_dir={tmp_path}",
+                                       "train.name=v"]))
+    hist = json.loads((tmp_path / "v" / "history.json").read_text())
+    best = max(range(3), key=lambda e: (hist[e]["val_acc"], -e))
+    assert summary["best_val_epoch"] == best and summary["best_val_acc"] == hist[best]["val_acc"]
+    assert summary["best_val_test_acc"] == hist[best]["test_acc"]
+    assert all(h["val_n"] == 500 and 0 <= h["val_clean_acc"] <= 1 for h in hist)
+    rows = json.loads((tmp_path / "v" / "val_rows.json").read_text())
+    assert len(rows["rows_of_train_split"]) == 500
+
+
+def test_compare_draws_the_noise_per_seed(tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def fake_train(cfg, resume=False):  # the loop is tested elsewhere: here only what compare asks for
+        seen.append((cfg.loss.method, cfg.train.seed, cfg.data.noise_seed, cfg.run_name))
+        return {"final_test_acc": 0.5, "last10_test_acc": 0.5, "final_precision": 0.9, "final_recall": 0.8,
+                "final_selected_rate": 0.5, "train_seconds": 1.0}
+
+    monkeypatch.setattr("lacol.train.train", fake_train)
+    assert lacol(["compare", "--seeds", "0,1", "--methods", "selection,ce_strong", f"train.out_dir={tmp_path}"]) == 0
+    assert [s[:3] for s in seen] == [("selection", 0, 0), ("ce_strong", 0, 0), ("selection", 1, 1), ("ce_strong", 1, 1)]
+    assert seen[2][3].endswith("-s1-n1")
+    assert "noise drawn per seed" in capsys.readouterr().out
+    seen.clear()
+    assert lacol(["compare", "--seeds", "0,1", "--fixed-noise", "--methods", "lacol", f"train.out_dir={tmp_path}"]) == 0
+    assert [s[2] for s in seen] == [0, 0]
+    assert "one noise draw" in capsys.readouterr().out
+    assert lacol(["compare", "--seeds", "0,,1"]) == 2
+    assert lacol(["compare", "--methods", "lacol,mixup"]) == 2
+    assert "--methods='mixup'" in capsys.readouterr().err
+
+
+def test_config_rejects_bad_folds():
+    for bad in (["data.cv_folds=1"], ["data.cv_folds=3", "data.cv_fold=3"], ["data.cv_folds=-2"]):
+        with pytest.raises(ConfigError, match="cv_folds"):
+            load_config(None, bad)
