@@ -107,6 +107,9 @@ class ModelConfig:
     """small_cnn: channels of its first stage (then 2x and 4x)."""
     embed_dim: int = 128
     """Output of the embedding head f (2-layer MLP, L2-normalised)."""
+    embed_from: str = "features"
+    """Input of the embedding head: features (the encoder's pooled features, as the paper's
+    figure) | logits (the classifier's outputs, a reading of the paper's text; a study arm)."""
     pretrained: str | None = None
     """Encoder weights (.pth or .safetensors, torchvision key names for resnet50)."""
     channels_last: bool = True
@@ -147,6 +150,9 @@ class LossConfig:
     """L_SC: label-space similarities below rho are zeroed."""
     num_negatives: int = 15
     """K: negatives per anchor in L_MS, drawn from the batch among samples of another label."""
+    negatives: str = "other_label"
+    """Where L_MS draws its negatives: other_label (samples with another noisy label, the paper)
+    | any (any other sample of the batch, as in instance discrimination; a study arm)."""
     sc_similarity: str = "cosine"
     """Label-space similarity of L_SC: cosine (the paper) | dot (CoMatch)."""
     bn_stats: str = "weak"
@@ -258,6 +264,8 @@ class Config:
         _choice("loss.train_view", l.train_view, ("strong", "weak"))
         _choice("loss.ls_views", l.ls_views, (1, 2))
         _choice("loss.sc_similarity", l.sc_similarity, ("cosine", "dot"))
+        _choice("loss.negatives", l.negatives, ("other_label", "any"))
+        _choice("model.embed_from", m.embed_from, ("features", "logits"))
         _choice("loss.bn_stats", l.bn_stats, ("weak", "mixed", "per_view"))
         _choice("loss.kernel", l.kernel, ("torch", "triton", "auto"))
         _choice("optim.schedule", o.schedule, ("cosine", "multistep"))

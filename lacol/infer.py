@@ -26,7 +26,8 @@ def load_run(run: str | Path, weights: str = "model.safetensors"):
             raise FileNotFoundError(f"{run / f} is missing: is {run} a finished `lacol train` run?")
     cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     info = json.loads((run / "dataset.json").read_text())
-    model = build_model(cfg.model.arch, len(info["classes"]), info["channels"], cfg.model.width, cfg.model.embed_dim)
+    model = build_model(cfg.model.arch, len(info["classes"]), info["channels"], cfg.model.width, cfg.model.embed_dim,
+                        embed_from=cfg.model.embed_from)
     model.load_state_dict(load_file(str(run / weights)))
     return cfg, model.eval(), info
 

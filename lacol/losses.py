@@ -308,7 +308,9 @@ class Method:
         z_all = d.all_gather(z_s, grad=True) if gather else z_s
         if c.lambda_ms > 0:
             self.gen.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_009 + self.rank_seed)
-            neg, valid = sample_negatives(y_all, c.num_negatives, self.gen)
+            # negatives=any: every sample its own class, so every other sample is a candidate
+            keys = y_all if c.negatives == "other_label" else torch.arange(y_all.shape[0], device=y_all.device)
+            neg, valid = sample_negatives(keys, c.num_negatives, self.gen)
             neg, valid = neg[offset: offset + b], valid[offset: offset + b]
             l_ms = world * self.ms(z_w, z_all, neg, valid, c.tau, normaliser=d.all_reduce(valid.sum().float()),
                                    offset=offset)

@@ -192,29 +192,31 @@ def build_encoder(arch: str, num_classes: int, in_channels: int, width: int = 16
 
 
 class Network(nn.Module):
-    """Encoder g with classification head h (``encoder.fc``) and embedding head f (2-layer MLP on
-    the encoder's features, L2-normalised). ``forward`` returns (logits, embeddings)."""
+    """Encoder g with classification head h (``encoder.fc``) and embedding head f (2-layer MLP,
+    L2-normalised) on the encoder's features (``embed_from="features"``) or on the classifier's
+    logits (``"logits"``). ``forward`` returns (logits, embeddings)."""
 
-    def __init__(self, encoder: nn.Module, embed_dim: int = 128):
+    def __init__(self, encoder: nn.Module, embed_dim: int = 128, embed_from: str = "features"):
         super().__init__()
-        self.encoder = encoder
-        d = encoder.num_features
-        self.embed = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, embed_dim))
+        self.encoder, self.embed_from = encoder, embed_from
+        d = encoder.num_features if embed_from == "features" else encoder.fc.out_features
+        hidden = d if embed_from == "features" else embed_dim  # (features: as before; logits: C is narrow)
+        self.embed = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, embed_dim))
 
     def forward(self, x: torch.Tensor, embed: bool = True):
         h = self.encoder.features(x)
         logits = self.encoder.fc(h)
         if not embed:
             return logits, None
-        return logits, F.normalize(self.embed(h).float(), dim=1)
+        return logits, F.normalize(self.embed(h if self.embed_from == "features" else logits).float(), dim=1)
 
 
 def build_model(arch: str, num_classes: int, in_channels: int, width: int = 16, embed_dim: int = 128,
-                pretrained: str | None = None) -> Network:
+                pretrained: str | None = None, embed_from: str = "features") -> Network:
     encoder = build_encoder(arch, num_classes, in_channels, width)
     if pretrained:
         load_encoder_weights(encoder, pretrained)
-    return Network(encoder, embed_dim)
+    return Network(encoder, embed_dim, embed_from)
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:

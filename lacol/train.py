@@ -182,7 +182,8 @@ class Trainer:
 
     def _model_and_optimizer(self, world: int, device):
         m, o = self.cfg.model, self.cfg.optim
-        model = build_model(m.arch, self.split.num_classes, self.split.channels, m.width, m.embed_dim, m.pretrained)
+        model = build_model(m.arch, self.split.num_classes, self.split.channels, m.width, m.embed_dim, m.pretrained,
+                            m.embed_from)
         if m.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,

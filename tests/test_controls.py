@@ -107,3 +107,19 @@ def test_config_rejects_bad_folds():
     for bad in (["data.cv_folds=1"], ["data.cv_folds=3", "data.cv_fold=3"], ["data.cv_folds=-2"]):
         with pytest.raises(ConfigError, match="cv_folds"):
             load_config(None, bad)
+
+
+def test_study_arms_embedding_on_logits_and_negatives_from_any_sample():
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 10, 1, embed_from="logits")
+    assert model.embed[0].in_features == 10
+    b = _batch(b=32)
+    b.label[:] = 3  # one label: no other-label negatives exist, but any other sample qualifies
+    same = Method(load_config(None, ["loss.lambda_sc=0"]).loss, 10)(model, b, epoch=5)
+    anyn = Method(load_config(None, ["loss.lambda_sc=0", "loss.negatives=any"]).loss, 10)(model, b, epoch=5)
+    assert float(same.terms["ms"]) == 0.0  # every anchor invalid: nothing to contrast
+    assert float(anyn.terms["ms"]) > 0.0
+    from lacol.losses import sample_negatives
+
+    neg, valid = sample_negatives(torch.arange(32), 15, torch.Generator().manual_seed(0))
+    assert valid.all() and not (neg == torch.arange(32)[:, None]).any()  # never the anchor itself
