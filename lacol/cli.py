@@ -133,6 +133,8 @@ def cmd_plot(args) -> int:
 def cmd_predict(args) -> int:
     from .infer import predict
 
+    if args.topk < 1:
+        raise ConfigError(f"--topk {args.topk}: must be >= 1")
     for path, top in predict(args.run, args.images, args.topk, args.weights):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
     return 0

@@ -76,7 +76,8 @@ class DataConfig:
     cv_fold: int = 0
     """The held-out fold, 0..cv_folds-1."""
     batch_size: int = 128
-    """Per-process batch; the global batch is batch_size x processes x grad_accum."""
+    """Per-process batch; an optimiser step sees batch_size x processes x grad_accum samples (the
+    losses' batch statistics span batch_size x processes: optim.grad_accum)."""
     eval_batch_size: int = 512
     """Per-process batch of evaluation."""
     num_workers: int = 2
@@ -187,7 +188,9 @@ class OptimConfig:
     warmup_lr_epochs: float = 0.0
     """Linear learning-rate ramp from 0 over this many epochs."""
     grad_accum: int = 1
-    """Micro-batches accumulated per optimiser step."""
+    """Micro-batches accumulated per optimiser step. The gradient is that of the accumulated
+    global batch; selection, class weights, negatives and L_SC are computed per micro-batch
+    (batch_size x processes), as on a machine that holds only that many samples."""
 
 
 @dataclass
@@ -301,6 +304,9 @@ class Config:
             raise ConfigError(f"loss.class_floor={l.class_floor}: must be in [0, 1]")
         if l.tau <= 0:
             raise ConfigError(f"loss.tau={l.tau}: must be > 0")
+        if m.sync_bn and l.bn_stats != "mixed":
+            raise ConfigError(f"model.sync_bn=true with loss.bn_stats={l.bn_stats}: SyncBatchNorm normalises and "
+                              f"tracks all three views together; set loss.bn_stats=mixed (or model.sync_bn=false)")
         if l.kernel == "triton" and importlib.util.find_spec("triton") is None:
             raise ConfigError("loss.kernel=triton needs Triton: pip install -e '.[triton]' (or loss.kernel=auto)")
         return self

@@ -20,6 +20,11 @@ from pipelines.fileio import atomic_json, atomic_path, atomic_write
 from .config import Config, config_yaml
 
 
+ACCELERATE_FILES = ("optimizer.bin", "random_states_0.pkl", "pytorch_model.bin", "custom_checkpoint_0.pkl")
+"""Files of accelerate's save_state (pickles): a checkpoint holding them and no state.json is of
+the older format, refused by name."""
+
+
 class RunFolder:
     def __init__(self, path: Path, accelerator):
         self.path, self.acc = Path(path), accelerator
@@ -82,29 +87,51 @@ class RunFolder:
         self.acc.wait_for_everyone()
 
     def load_checkpoint(self, model, optimizer, state, extra=None) -> Path:
-        """The newest checkpoint into ``model``, ``optimizer`` and ``state`` (every process);
-        ``extra(tensors)`` receives the checkpoint's extra tensors when it has any."""
+        """The newest readable checkpoint into ``model``, ``optimizer`` and ``state`` (every
+        process); ``extra(tensors)`` receives its extra tensors when it has any. A checkpoint
+        that cannot be read (truncated or damaged files) is reported and the next older one
+        loaded; none readable is an error naming each."""
+        found = sorted(self.checkpoints.glob("step_*"), reverse=True)
+        if not found:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints}")
+        problems = []
+        for ckpt in found:
+            if not (ckpt / "state.json").is_file() and any((ckpt / f).exists() for f in ACCELERATE_FILES):
+                raise FileNotFoundError(f"{ckpt} is an older checkpoint format (pickled by accelerate), which is "
+                                        f"not loaded: nothing in a run folder is unpickled. Start the run again")
+            try:
+                self._load(ckpt, model, optimizer, state, extra)
+            except Exception as e:  # noqa: BLE001 - any damage: fall back to the previous checkpoint
+                problems.append(f"{ckpt.name}: {type(e).__name__}: {str(e)[:200]}")
+                self.acc.print(f"--resume: {ckpt} cannot be read ({problems[-1]}); trying the previous checkpoint")
+                continue
+            if problems:
+                self.acc.print(f"--resume: continuing from {ckpt.name}, the newest readable checkpoint")
+            return ckpt
+        raise FileNotFoundError(f"--resume: no readable checkpoint in {self.checkpoints}: " + "; ".join(problems))
+
+    def _load(self, ckpt: Path, model, optimizer, state, extra) -> None:
         from safetensors.torch import load_file
 
-        ckpt = self.latest_checkpoint()
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints}")
-        if not (ckpt / "state.json").is_file():
-            raise FileNotFoundError(f"{ckpt} is an older checkpoint format (pickled by accelerate), which is not "
-                                    f"loaded: nothing in a run folder is unpickled. Start the run again")
-        self.acc.unwrap_model(model).load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        optimizer.load_state_dict(join_optimizer_state(load_file(str(ckpt / "optimizer.safetensors")),
-                                                       json.loads((ckpt / "optimizer.json").read_text())))
-        state.load_state_dict(json.loads((ckpt / "state.json").read_text()))
-        if extra is not None and (ckpt / "extra.safetensors").is_file():
-            extra(load_file(str(ckpt / "extra.safetensors")))
-        rng = ckpt / f"rng_{self.acc.process_index}.safetensors"
-        if rng.is_file():  # absent when resuming with more processes than saved
-            r = load_file(str(rng))
-            torch.set_rng_state(r["torch"])
-            if "cuda" in r and torch.cuda.is_available():
-                torch.cuda.set_rng_state(r["cuda"])
-        return ckpt
+        weights = load_file(str(ckpt / "model.safetensors"))
+        opt = join_optimizer_state(load_file(str(ckpt / "optimizer.safetensors")),
+                                   json.loads((ckpt / "optimizer.json").read_text()))
+        loop = json.loads((ckpt / "state.json").read_text())
+        more = load_file(str(ckpt / "extra.safetensors")) if (ckpt / "extra.safetensors").is_file() else None
+        rng_file = ckpt / f"rng_{self.acc.process_index}.safetensors"
+        rng = load_file(str(rng_file)) if rng_file.is_file() else None  # absent when resuming with more processes
+        # everything read: only now change the model, optimiser and loop
+        plain = self.acc.unwrap_model(model)
+        plain = getattr(plain, "_orig_mod", plain)  # a compiled model: its module takes the plain names
+        plain.load_state_dict(weights)
+        optimizer.load_state_dict(opt)
+        state.load_state_dict(loop)
+        if extra is not None and more is not None:
+            extra(more)
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"])
 
     # ----------------------------------------------------------------------------- records
 
@@ -148,8 +175,10 @@ class RunFolder:
             save_file(self._weights(model), str(tmp))
 
     def _weights(self, model) -> dict:
-        """The unwrapped model's state dict on the host, as safetensors takes it."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.acc.unwrap_model(model).state_dict().items()}
+        """The unwrapped model's state dict on the host, as safetensors takes it (the key names
+        of the plain model: torch.compile's ``_orig_mod.`` prefix removed)."""
+        return {k.replace("_orig_mod.", ""): v.detach().cpu().contiguous()
+                for k, v in self.acc.unwrap_model(model).state_dict().items()}
 
     def close(self) -> None:
         for f in (self._log, self._tb):

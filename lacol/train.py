@@ -156,6 +156,10 @@ class Trainer:
             raise ValueError(f"data.batch_size={d.batch_size} x {world} processes exceeds the "
                              f"{len(self.split)} training samples: lower the batch size")
         evals = eval_splits(d) if val is None else {"val": val, **eval_splits(d)}  # validation first
+        empty = [name for name, e in evals.items() if len(e) == 0]
+        if empty:
+            raise ValueError(f"{d.dataset}: evaluation split(s) {', '.join(empty)} hold no samples "
+                             f"(root {d.root or 'default'}): check the dataset folder and its label lists")
         self.evals = {name: make_loader(d, s, None, rank=rank, world=world, device=device)
                       for name, s in evals.items()}
         # clean labels of held-out (noisy) validation rows: reported beside the noisy accuracy, never used to choose
@@ -172,6 +176,7 @@ class Trainer:
         warm = min(cfg.loss.warmup_epochs, o.epochs) if cfg.loss.method != "ce" else 0
         self.evidence = (audit.Evidence(len(self.split), warm, o.epochs - warm, device)
                          if cfg.train.audit and o.epochs > warm else None)
+        self.partial, self.counts, self.sums, self.sel_tot = None, None, {}, None
         if resume:
             self._resume()
         self.history = self.run.history(self.state.epoch) if resume else []
@@ -197,8 +202,7 @@ class Trainer:
         return self.acc.prepare(model, optimizer)
 
     def _resume(self) -> None:
-        ckpt = self.run.load_checkpoint(self.model, self.optimizer, self.state,
-                                        extra=None if self.evidence is None else self.evidence.load)
+        ckpt = self.run.load_checkpoint(self.model, self.optimizer, self.state, extra=self._load_extra)
         s = self.state
         self.acc.print(f"resumed from {ckpt} (epoch {s.epoch}, step {s.step_in_epoch} of it)")
         global_batch = self.cfg.data.batch_size * self.acc.num_processes * self.cfg.optim.grad_accum
@@ -235,32 +239,42 @@ class Trainer:
         return self.finish()
 
     def train_epoch(self, epoch: int) -> dict:
-        """One epoch from ``state.step_in_epoch``; returns its means (one host sync, at the end)."""
+        """One epoch from ``state.step_in_epoch``; returns its means (one host sync, at the end).
+        A resumed epoch continues the sums its checkpoint held, so its means are those of the
+        uninterrupted epoch."""
         t, o, state = self.cfg.train, self.cfg.optim, self.state
         steps = len(self.loader)
         self.model.train()
         self.display.start_epoch(epoch, state.step_in_epoch)
-        sums: dict[str, torch.Tensor] = {}  # on the device: no host sync on steps that do not log
-        sel_tot = torch.zeros(4, device=self.acc.device)
-        n_steps, n_samples, t0 = 0, 0, time.perf_counter()
-        self.t_last = t0
+        part = self.partial if state.step_in_epoch > 0 else None
+        self.partial = None
+        # on the device: no host sync on steps that do not log
+        self.sums: dict[str, torch.Tensor] = {} if part is None else part["sums"]
+        self.sel_tot = torch.zeros(4, device=self.acc.device) if part is None else part["sel"]
+        self.counts = [0, 0, 0.0] if part is None else part["counts"]  # steps, samples, seconds before a resume
+        t0 = time.perf_counter()
+        self.t_last, self.t_epoch = t0, t0
         for batch in self.loader:
             # the schedule is a function of the position in training, so it survives a change of world size
             lr = o.lr * lr_factor(self.cfg, epoch + (state.step_in_epoch // o.grad_accum * o.grad_accum) / steps)
             out = self.step(batch, epoch, lr)
-            n_steps, n_samples = n_steps + 1, n_samples + len(batch) * self.acc.num_processes
+            self.counts[0] += 1
+            self.counts[1] += len(batch) * self.acc.num_processes
             for k, v in (("loss", out.value), *out.terms.items()):
-                sums[k] = sums.get(k, 0.0) + v
+                self.sums[k] = self.sums.get(k, 0.0) + v
             if out.selection is not None:
-                sel_tot += out.selection
+                self.sel_tot += out.selection
             if state.global_step % t.log_every == 0:
                 self.log_step(epoch, lr, out, len(batch) * self.acc.num_processes)
             if t.checkpoint_every and state.global_step % t.checkpoint_every == 0 and self.acc.sync_gradients:
                 self.checkpoint()
-        dt = time.perf_counter() - t0
-        stats = {k: float(v) / max(n_steps, 1) for k, v in sums.items()}
+        n_steps, n_samples = self.counts[0], self.counts[1]
+        dt = self.counts[2] + time.perf_counter() - t0
+        stats = {k: float(v) / max(n_steps, 1) for k, v in self.sums.items()}
         stats.update(lr=self.optimizer.param_groups[0]["lr"], seconds=dt, samples_per_s=n_samples / max(dt, 1e-9))
-        return {**stats, **selection_rates(self.acc.reduce(sel_tot, "sum").cpu(), n_samples)}
+        stats.update(selection_rates(self.acc.reduce(self.sel_tot, "sum").cpu(), n_samples))
+        self.sums, self.sel_tot, self.counts = {}, None, None  # the epoch-end checkpoint carries no partial epoch
+        return stats
 
     def step(self, batch, epoch: int, lr: float):
         for g in self.optimizer.param_groups:
@@ -291,9 +305,29 @@ class Trainer:
                          clean=h.clean_labels[index])
 
     def checkpoint(self) -> None:
-        """A checkpoint of the loop (collective), with the audit's record so far."""
-        extra = None if self.evidence is None else self.evidence.combined(self.acc.num_processes)
+        """A checkpoint of the loop (collective), with the audit's record so far and, inside an
+        epoch, the epoch's sums so far (its means after a resume are the uninterrupted ones)."""
+        extra = {} if self.evidence is None else self.evidence.combined(self.acc.num_processes)
+        if self.counts is not None:  # inside an epoch
+            extra.update({f"epoch.sum.{k}": torch.as_tensor(v).detach().float().reshape(1).cpu()
+                          for k, v in self.sums.items()})
+            extra["epoch.sel"] = self.acc.reduce(self.sel_tot.clone(), "sum").cpu()
+            seconds = self.counts[2] + time.perf_counter() - self.t_epoch
+            extra["epoch.counts"] = torch.tensor([self.counts[0], self.counts[1], seconds], dtype=torch.float64)
         self.run.save_checkpoint(self.model, self.optimizer, self.state, self.cfg.train.keep_checkpoints, extra)
+
+    def _load_extra(self, tensors: dict) -> None:
+        """A checkpoint's extra tensors: the audit's record and a partial epoch's sums."""
+        if self.evidence is not None and "audit.prob" in tensors:
+            self.evidence.load(tensors)
+        if "epoch.counts" in tensors:
+            dev = self.acc.device
+            c = tensors["epoch.counts"].tolist()
+            sel = tensors["epoch.sel"].to(dev)  # summed over processes: kept by the main process alone
+            self.partial = {"sums": {k.removeprefix("epoch.sum."): v.to(dev).reshape(()) for k, v in tensors.items()
+                                     if k.startswith("epoch.sum.")},
+                            "sel": sel if self.acc.is_main_process else torch.zeros_like(sel),
+                            "counts": [int(c[0]), int(c[1]), float(c[2])]}
 
     def log_step(self, epoch: int, lr: float, out, b: int) -> None:
         """A metrics line: the one step in ``train.log_every`` that syncs with the host, once (every

@@ -86,9 +86,35 @@ def test_resuming_a_run_folder_runs_no_code_from_it(tmp_path):
     assert not marker.exists()
     (ckpt,) = sorted((tmp_path / "r" / "checkpoints").glob("step_*"))[-1:]
     (ckpt / "state.json").unlink()
+    (ckpt / "random_states_0.pkl").write_bytes(pickle.dumps(Payload(marker)))
     with pytest.raises(FileNotFoundError, match="older checkpoint format"):
         train(load_config(RECIPE, [*common, "optim.epochs=3"]), resume=True)
     assert not marker.exists()
+
+
+def test_resume_skips_a_damaged_checkpoint_and_says_which(tmp_path, capsys):
+    """A newest checkpoint with a truncated file (a full disk, a copy cut short) is reported and
+    the previous one loaded; the run then ends as an uninterrupted one."""
+    from test_train import RECIPE, SMALL
+
+    from lacol.config import load_config
+    from lacol.train import train
+
+    common = [*SMALL, "optim.epochs=3", "train.keep_checkpoints=3", f"train.out_dir={tmp_path}"]
+    whole = train(load_config(RECIPE, [*common, "train.name=whole"]))
+    train(load_config(RECIPE, [*common, "train.name=r", "train.stop_after=2"]))
+    first, newest = sorted((tmp_path / "r" / "checkpoints").glob("step_*"))
+    data = (newest / "model.safetensors").read_bytes()
+    (newest / "model.safetensors").write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    resumed = train(load_config(RECIPE, [*common, "train.name=r"]), resume=True)
+    out = capsys.readouterr().out
+    assert f"{newest} cannot be read" in out and f"continuing from {first.name}" in out
+    assert resumed["final_test_acc"] == whole["final_test_acc"]
+    for ckpt in (tmp_path / "r" / "checkpoints").glob("step_*"):  # none readable: an error naming each
+        (ckpt / "state.json").write_text("{")
+    with pytest.raises(FileNotFoundError, match="no readable checkpoint.*JSONDecodeError"):
+        train(load_config(RECIPE, [*common, "optim.epochs=4", "train.name=r"]), resume=True)
 
 
 def test_config_values_that_cannot_be_right_are_errors():

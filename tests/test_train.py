@@ -123,6 +123,11 @@ def test_kill_mid_epoch_then_resume_gives_the_same_weights(tmp_path):
         assert torch.equal(a[k], b[k]), k
     hist = json.loads((tmp_path / "killed" / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [0, 1, 2]
+    # the killed epoch's means continue the sums its checkpoint held: the uninterrupted rows
+    whole = json.loads((tmp_path / "whole" / "history.json").read_text())
+    timing = {"seconds", "samples_per_s"}
+    assert [{k: v for k, v in h.items() if k not in timing} for h in hist] == \
+           [{k: v for k, v in h.items() if k not in timing} for h in whole]
     # the label audit's record (epochs 1 and 2, the kill inside epoch 1) is the uninterrupted one
     with np.load(tmp_path / "whole" / "audit.npz") as w, np.load(tmp_path / "killed" / "audit.npz") as k:
         assert w.files == k.files

@@ -42,11 +42,17 @@ def main(argv=None) -> int:
                        help=f"comma-separated, of {','.join(info.splits)}")
         s.add_argument("--size", type=int, default=256, help="file datasets: stored square side")
         s.add_argument("--quality", type=int, default=90, help="file datasets: JPEG quality")
-        s.add_argument("--workers", type=int, default=os.cpu_count())
+        s.add_argument("--workers", type=int, default=None, help="decoding processes (default: every core)")
         s.add_argument("--max-bad", type=float, default=0.01,
                        help="fail when more than this fraction of a split's images cannot be decoded")
         s.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.workers is None:
+        a.workers = os.cpu_count() or 1
+    problem = _check_args(a)
+    if problem:
+        print(f"lacol-convert {a.cmd}: {problem}", file=sys.stderr)
+        return 2
     if a.cmd in DATASETS:
         return _convert(a)
     if a.cmd == "fmnist-clothing1m":
@@ -62,6 +68,21 @@ def main(argv=None) -> int:
         n = a.num_train + a.num_val + a.num_test
         print(f"wrote {n} images to {out} in {time.perf_counter() - t:.1f} s")
     return 0
+
+
+def _check_args(a) -> str | None:
+    """The first bad option of a conversion, as the message to print; None when all are fine."""
+    if a.workers is not None and a.workers < 1:
+        return f"--workers {a.workers}: must be >= 1"
+    size = getattr(a, "size", None)
+    if size is not None and not 8 <= size <= 4096:
+        return f"--size {size}: the stored square side must be in 8..4096"
+    if not 1 <= getattr(a, "quality", 90) <= 100:
+        return f"--quality {a.quality}: must be in 1..100"
+    max_bad = getattr(a, "max_bad", 0.0)
+    if not (max_bad == max_bad and 0 <= max_bad <= 1):  # NaN compares unequal to itself
+        return f"--max-bad {max_bad}: a fraction in [0, 1]"
+    return None
 
 
 def _convert(a) -> int:

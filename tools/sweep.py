@@ -40,6 +40,51 @@ def jobs(args) -> list[str]:
     return out
 
 
+STUDY = {
+    "embed-on-logits": ["model.embed_from=logits"],
+    "K63": ["loss.num_negatives=63"],
+    "tau0.5": ["loss.tau=0.5"],
+    "lambda-ms4": ["loss.lambda_ms=4"],
+    "negatives-any": ["loss.negatives=any"],
+    "width32": ["model.width=32"],
+}
+"""The L_MS study: one change at a time from the default recipe (LaCoL arm; ``width32`` also
+re-runs selection-only, whose network it changes)."""
+
+
+def study_jobs(args) -> list[str]:
+    out = []
+    for seed in args.seeds.split(","):
+        for name, overrides in STUDY.items():
+            for arm in ("lacol", "selection") if name == "width32" else ("lacol",):
+                cmd = ["lacol", "compare", "--config", args.config, "--seeds", seed, "--methods", arm,
+                       "--prefix", f"study-{name}", "--reuse", f"train.out_dir={args.out_dir}", "train.threads=1",
+                       "train.progress=false", f"data.noise={args.noise}", f"data.noise_rate={args.rate}", *overrides]
+                out.append(" ".join(shlex.quote(c) for c in cmd) + f" > /dev/null 2>> {args.out_dir}/study.log")
+    return out
+
+
+def study_table(out_dir: Path, noise: str, rate: float) -> str:
+    """Each study arm beside the sweep's LaCoL and selection-only runs of the same setting, per seed."""
+    base = load(out_dir, "sweep")
+    rows = ["| variant | seeds | LaCoL final % | selection only final % | LaCoL − selection (paired) |",
+            "|---|---|---:|---:|---:|"]
+
+    def line(name, lac, sel):
+        by = {r["seed"]: r["final_test_acc"] for r in sel}
+        d = [r["final_test_acc"] - by[r["seed"]] for r in lac if r["seed"] in by]
+        rows.append(f"| {name} | {','.join(str(r['seed']) for r in lac)} | {_ms([r['final_test_acc'] for r in lac])} "
+                    f"| {_ms([r['final_test_acc'] for r in sel])} | {_ms(d)} |")
+
+    line("default recipe (sweep)", base.get((noise, rate, "lacol"), []), base.get((noise, rate, "selection"), []))
+    for name in STUDY:
+        runs = load(out_dir, f"study-{name}")
+        lac = runs.get((noise, rate, "lacol"), [])
+        if lac:
+            line(name, lac, runs.get((noise, rate, "selection")) or base.get((noise, rate, "selection"), []))
+    return "\n".join(rows)
+
+
 def _ms(values, scale: float = 100.0) -> str:
     v = np.asarray([x for x in values if x is not None], dtype=float) * scale
     if not len(v):
@@ -106,9 +151,20 @@ def main(argv=None) -> int:
     t = sub.add_parser("table", help="the markdown tables of the finished runs")
     t.add_argument("--prefix", default="sweep")
     t.add_argument("--out-dir", default="runs/sweep")
+    for name, helptext in (("study-jobs", "print the L_MS study's commands"), ("study-table", "the study's table")):
+        st = sub.add_parser(name, help=helptext)
+        st.add_argument("--config", default="configs/fashion_mnist.yaml")
+        st.add_argument("--seeds", default="1,2")
+        st.add_argument("--noise", default="symmetric")
+        st.add_argument("--rate", type=float, default=0.8)
+        st.add_argument("--out-dir", default="runs/sweep")
     args = ap.parse_args(argv)
     if args.cmd == "jobs":
         print("\n".join(jobs(args)))
+    elif args.cmd == "study-jobs":
+        print("\n".join(study_jobs(args)))
+    elif args.cmd == "study-table":
+        print(study_table(Path(args.out_dir), args.noise, args.rate))
     else:
         runs = load(Path(args.out_dir), args.prefix)
         print(table(runs) + "\n\n" + margins(runs))
