@@ -207,3 +207,47 @@ def test_the_converter_reports_them_and_stores_none(clothing_root, tmp_path):
     assert set(reasons) == {3, 5, 7, 9}
     assert "outside the dataset root" in reasons[3] and "not a regular file" in reasons[5]
     assert "outside the dataset root" in reasons[7] and "outside the dataset root" in reasons[9]
+
+
+def _copy_lists(clothing_root, tmp_path):
+    """A Clothing1M root whose text files are copies (images linked), to damage one at a time."""
+    import shutil
+
+    root = tmp_path / "c1m"
+    root.mkdir()
+    (root / "images").symlink_to(clothing_root / "images")
+    for f in clothing_root.glob("*.txt"):
+        shutil.copy(f, root / f.name)
+    return root
+
+
+def test_label_lists_that_are_wrong_say_where(clothing_root, tmp_path):
+    """Conflicting labels for one key, a key listed twice in a split, a byte-order mark, non-UTF-8
+    text and a 23-digit label: an error naming the file and line (or the BOM read as text)."""
+    from pipelines.sources import clothing1m
+    from pipelines.sources.base import DatasetError
+
+    root = _copy_lists(clothing_root, tmp_path)
+    kv = root / "noisy_label_kv.txt"
+    lines = kv.read_text().splitlines()
+    key, label = lines[0].split()
+    kv.write_text("\n".join([*lines, f"{key} {label}"]) + "\n")  # the same label again: harmless
+    assert len(clothing1m.load("noisy_train", root)) == 160
+    kv.write_text("\n".join([*lines, f"{key} {(int(label) + 1) % 14}"]) + "\n")
+    with pytest.raises(DatasetError, match=rf"noisy_label_kv.txt:{len(lines) + 1}: key '{key}' is labelled .* line 1"):
+        clothing1m.load("noisy_train", root)
+    kv.write_text("\n".join(lines) + "\n")
+    keys = root / "noisy_train_key_list.txt"
+    klines = keys.read_text().splitlines()
+    keys.write_text("\n".join([*klines, klines[2]]) + "\n")
+    with pytest.raises(DatasetError, match=rf"noisy_train_key_list.txt:{len(klines) + 1}: .* listed again .*line 3"):
+        clothing1m.load("noisy_train", root)
+    keys.write_bytes(b"\xef\xbb\xbf" + ("\n".join(klines) + "\n").encode())  # a BOM (Windows editors)
+    assert clothing1m.load("noisy_train", root).files[0] == klines[0]
+    keys.write_bytes(("\n".join(klines) + "\n").encode() + b"\xff\xfe bad\n")
+    with pytest.raises(DatasetError, match="noisy_train_key_list.txt: not UTF-8"):
+        clothing1m.load("noisy_train", root)
+    keys.write_text("\n".join(klines) + "\n")
+    kv.write_text("\n".join([*lines[:-1], f"{lines[-1].split()[0]} 12345678901234567890123"]) + "\n")
+    with pytest.raises(DatasetError, match=rf"noisy_label_kv.txt:{len(lines)}: .*expected"):
+        clothing1m.load("noisy_train", root)

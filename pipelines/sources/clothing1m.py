@@ -39,7 +39,11 @@ def _lines(path: Path) -> list[str]:
             f"(images/, noisy_label_kv.txt, clean_label_kv.txt, the *_key_list.txt files, "
             f"category_names_eng.txt)."
         )
-    return path.read_text().splitlines()
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is dropped
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 4]!r}); save it "
+                           f"as UTF-8") from None
 
 
 def _bad_line(path: Path, lines: list[str], ok, expected: str):
@@ -63,11 +67,21 @@ def read_kv(path: Path, num_classes: int) -> dict[str, int]:
         _bad_line(path, lines, ok, expected)
     try:
         labels = np.array([f[1] for f in fields]).astype(np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         _bad_line(path, lines, ok, expected)
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         _bad_line(path, lines, ok, expected)
-    return dict(zip((f[0] for f in fields), labels.tolist()))
+    out = dict(zip((f[0] for f in fields), labels.tolist()))
+    if len(out) != len(fields):  # a key listed twice: the same label is harmless, two labels are not
+        first: dict[str, tuple[int, int]] = {}
+        for n, f in enumerate((line.split() for line in lines), 1):
+            if not f:
+                continue
+            if f[0] in first and first[f[0]][1] != int(f[1]):
+                raise DatasetError(f"{path}:{n}: key {f[0]!r} is labelled {f[1]} here and {first[f[0]][1]} at line "
+                                   f"{first[f[0]][0]}; keep one label per key")
+            first.setdefault(f[0], (n, int(f[1])))
+    return out
 
 
 def read_classes(root: Path) -> tuple[str, ...]:
@@ -93,6 +107,13 @@ def load(split: str = "noisy_train", root: str | Path = "data/clothing1m", *,
 
     list_path = root / SPLITS[split]
     keys = [line.strip() for line in _lines(list_path) if line.strip()]
+    if len(set(keys)) != len(keys):
+        seen: dict[str, int] = {}
+        for n, k in enumerate((line.strip() for line in _lines(list_path)), 1):
+            if k and k in seen:
+                raise DatasetError(f"{list_path}:{n}: key {k!r} is listed again (first at line {seen[k]}); a "
+                                   f"split lists each image once")
+            seen.setdefault(k, n)
     clean = kv("clean_label_kv.txt")
     source = kv("noisy_label_kv.txt") if split == "noisy_train" else clean
     try:
