@@ -251,3 +251,36 @@ def test_label_lists_that_are_wrong_say_where(clothing_root, tmp_path):
     kv.write_text("\n".join([*lines[:-1], f"{lines[-1].split()[0]} 12345678901234567890123"]) + "\n")
     with pytest.raises(DatasetError, match=rf"noisy_label_kv.txt:{len(lines)}: .*expected"):
         clothing1m.load("noisy_train", root)
+
+
+def test_fashion_mnist_files_that_are_wrong_say_which(tmp_path):
+    """A cut .gz, a header longer than the file, labels out of range, swapped files."""
+    import gzip
+    import shutil
+
+    from pipelines.sources import fashion_mnist
+    from pipelines.sources.base import DatasetError
+
+    src = fashion_mnist.DEBIAN_ROOT
+    root = tmp_path / "fm"
+    root.mkdir()
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        f = fashion_mnist._find(src, stem)
+        shutil.copy(f, root / f.name)
+    images = fashion_mnist._find(root, "t10k-images-idx3-ubyte")
+    labels = fashion_mnist._find(root, "t10k-labels-idx1-ubyte")
+    raw_labels = gzip.decompress(labels.read_bytes()) if labels.suffix == ".gz" else labels.read_bytes()
+    assert len(fashion_mnist.load("test", root)) == 10000
+    good = images.read_bytes()
+    images.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte.*(cannot be read|truncated)"):
+        fashion_mnist.load("test", root)
+    images.write_bytes(good)
+    bad = bytearray(raw_labels)
+    bad[8 + 17] = 12  # row 17
+    labels.write_bytes(gzip.compress(bytes(bad)) if labels.suffix == ".gz" else bytes(bad))
+    with pytest.raises(DatasetError, match="label 12 at row 17.*0..9"):
+        fashion_mnist.load("test", root)
+    labels.write_bytes(gzip.compress(b"\x00\x00\x08\x03\x00\x00") if labels.suffix == ".gz" else b"\x00\x00\x08\x03\x00\x00")
+    with pytest.raises(DatasetError, match="shorter than its own header"):
+        fashion_mnist.load("test", root)

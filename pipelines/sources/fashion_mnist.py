@@ -31,11 +31,16 @@ def _find(root: Path, stem: str) -> Path:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (the MNIST format): magic, dims as big-endian int32, then uint8 data."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut .gz ends early (EOFError)
+        raise DatasetError(f"{path}: cannot be read ({e}); download or install it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DatasetError(f"{path}: not an unsigned-byte IDX file (bad magic {raw[:4]!r})")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DatasetError(f"{path}: {len(raw)} bytes, shorter than its own header (truncated file?)")
     dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(int)
     expected = 4 + 4 * ndim + int(np.prod(dims))
     if len(raw) != expected:
@@ -50,7 +55,14 @@ def load(split: str = "train", root: str | Path | None = None) -> Split:
     root = Path(root) if root else DEBIAN_ROOT
     images = read_idx(_find(root, _FILES[split][0]))
     labels = read_idx(_find(root, _FILES[split][1])).astype(np.int64)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1:
+        raise DatasetError(f"Fashion-MNIST in {root}: images {images.shape} and labels {labels.shape}; expected "
+                           f"(N, 28, 28) and (N,): are the image and label files swapped?")
     if images.shape[0] != labels.shape[0]:
         raise DatasetError(f"Fashion-MNIST in {root}: {images.shape[0]} images, {labels.shape[0]} labels")
+    if labels.size and labels.max() >= len(CLASSES):
+        bad = int(np.argmax(labels >= len(CLASSES)))
+        raise DatasetError(f"{_find(root, _FILES[split][1])}: label {labels[bad]} at row {bad}; Fashion-MNIST "
+                           f"labels are 0..{len(CLASSES) - 1}")
     return Split(f"fashion_mnist/{split}", labels, labels.copy(), CLASSES, images=images,
                  mean=(72.94,), std=(90.02,))
