@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .batch import EvalLoader, TrainLoader
-from .formats import beton_path, list_path, read_file_list
+from .formats import beton_path, list_path, read_file_list, read_meta
 from .noise import NoisyLabels, make_noise
 from .sources import dataset_info, load_split
 from .sources.base import DatasetError, Split
@@ -128,6 +128,11 @@ def _ffcv(d, split, views, **kw):
     from .ffcv_loader import FfcvEvalLoader, FfcvLoader
 
     path = beton_path(d.ffcv_dir, d.dataset, _split_name(split))
+    stored = read_meta(path).get("image", {})
+    if split.files is not None and stored.get("storage") == "jpeg" and stored["size"][0] != d.decode_size:
+        # the views would be cut from another square than the other backends decode to
+        raise DatasetError(f"{path} stores {stored['size'][0]} px squares but data.decode_size is {d.decode_size}: "
+                           f"set data.decode_size={stored['size'][0]}, or convert again with --size {d.decode_size}")
     if views is None:
         return FfcvEvalLoader(split, path, os_cache=d.os_cache, **kw)
     return FfcvLoader(split, path, views, order=d.ffcv_order, os_cache=d.os_cache, **kw)

@@ -28,8 +28,12 @@ def read_meta(path: str | Path) -> dict:
     if not side.is_file():
         raise DatasetError(f"{side}: missing; {path} was not written by lacol-convert (or is incomplete): "
                            f"convert again")
-    meta = json.loads(side.read_text())
-    if meta.get("format") != FORMAT:
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{side}: not the JSON lacol-convert writes ({e}): convert again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        meta = meta if isinstance(meta, dict) else {}
         raise DatasetError(f"{side}: format {meta.get('format')!r}, expected {FORMAT!r}: convert again")
     return meta
 

@@ -251,3 +251,27 @@ def test_training_on_the_ffcv_backend(tmp_path):
     summary = train(cfg)
     assert summary["final_test_acc"] > 0.45  # chance is 0.1; the reference backend's test asks the same
     assert cfg.data.backend == "ffcv" and (tmp_path / "r" / "metrics.jsonl").is_file()
+
+
+def test_a_beton_of_another_size_or_a_damaged_sidecar_is_named(betons, clothing_root, tmp_path):
+    """A .beton stores squares of one size; a config decoding to another would cut its views from
+    other pixels than the other backends: an error with both fixes. A sidecar that is not JSON
+    says so."""
+    import shutil
+
+    from lacol.config import load_config
+    from pipelines.build import make_loader, train_split
+    from pipelines.views import lacol_views
+
+    d = load_config("configs/clothing1m.yaml", [f"data.root={clothing_root}", "data.backend=ffcv",
+                                               f"data.ffcv_dir={betons}", "data.decode_size=128"]).data
+    split = train_split(d)
+    with pytest.raises(DatasetError, match=r"stores 256 px squares but data.decode_size is 128.*--size 128"):
+        make_loader(d, split, lacol_views(64))
+    shutil.copytree(betons, tmp_path / "b")
+    side = beton_path(tmp_path / "b", "clothing1m", "noisy_train")
+    side = side.with_name(side.name + ".json")
+    side.write_text("{not json")
+    d.ffcv_dir, d.decode_size = str(tmp_path / "b"), 256
+    with pytest.raises(DatasetError, match=r"noisy_train.beton.json: not the JSON lacol-convert writes"):
+        make_loader(d, split, lacol_views(64))
