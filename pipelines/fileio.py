@@ -37,3 +37,31 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
 def atomic_json(path: str | Path, obj, indent: int | None = 1) -> None:
     """``obj`` as JSON in ``path``, atomically."""
     atomic_write(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def remove_stale(path: str | Path, patterns: tuple[str, ...] = (".{name}.tmp-*",)) -> list[Path]:
+    """Temporary files beside ``path`` left by a process that no longer runs (killed: its
+    ``finally`` never ran), removed; those of a live process are left alone. Returns the removed."""
+    path = Path(path)
+    removed = []
+    for pattern in patterns:
+        for f in path.parent.glob(pattern.format(name=path.name)):
+            pid = f.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            if f.is_dir():
+                shutil.rmtree(f, ignore_errors=True)
+            else:
+                f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -275,3 +275,26 @@ def test_a_beton_of_another_size_or_a_damaged_sidecar_is_named(betons, clothing_
     d.ffcv_dir, d.decode_size = str(tmp_path / "b"), 256
     with pytest.raises(DatasetError, match=r"noisy_train.beton.json: not the JSON lacol-convert writes"):
         make_loader(d, split, lacol_views(64))
+
+
+def test_conversion_removes_what_a_killed_one_left(clothing_root, tmp_path):
+    """Temporary files of a conversion that was killed (its process gone) are removed when the
+    next starts; a running conversion's are not. The sidecar, the mark of a whole .beton, is
+    removed first and written last."""
+    import subprocess
+    import sys
+
+    from tools.beton import convert_split
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    out = tmp_path / "clothing1m_clean_val.beton"
+    stale = [tmp_path / f".{out.name}.tmp-{dead}", tmp_path / f"{out.name}.jpeg-tmp-{dead}"]
+    for f in stale:
+        f.write_bytes(b"x" * 1000)
+    running = tmp_path / f".{out.name}.tmp-1"  # pid 1 always runs
+    running.write_bytes(b"x")
+    convert_split(clothing1m.load("clean_val", clothing_root), "clothing1m", "clean_val", out, size=64,
+                  workers=1, progress=False)
+    assert not any(f.exists() for f in stale) and running.exists()
+    assert json.loads(out.with_name(out.name + ".json").read_text())["num_samples"] == 32

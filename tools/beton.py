@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.decode import check_readable, open_square
-from pipelines.fileio import atomic_json, atomic_path, atomic_write
+from pipelines.fileio import atomic_json, atomic_path, atomic_write, remove_stale
 from pipelines.formats import FORMAT, beton_path
 from pipelines.sources import DATASETS, DatasetError, Split, load_split
 
@@ -89,7 +89,7 @@ def decode_pass(split: Split, title: str, bar, result: "ConvertResult", workers:
     offsets = np.zeros(n + 1, dtype=np.int64)
     ok = np.ones(n, dtype=bool)
     jobs = ((str(split.path(i)), str(split.root), *size_quality) for i in range(n))
-    with open(blob or os.devnull, "wb") as f, ProcessPoolExecutor(workers) as pool:
+    with open(blob or os.devnull, "wb") as f, ProcessPoolExecutor(workers, initializer=die_with_parent) as pool:
         for i, (data, status, detail) in enumerate(pool.map(encode_file, jobs, chunksize=32)):
             if data is None:
                 ok[i] = False
@@ -153,6 +153,18 @@ class _Samples:
         return image, int(s.labels[i]), int(s.clean_labels[i]), int(i)
 
 
+def die_with_parent() -> None:
+    """In a worker process (Linux): be sent SIGTERM when the converting process dies, even by
+    SIGKILL, instead of decoding on for nobody."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when their queue closes
+        pass
+
+
 class _RichTqdm:
     """Stands in for the tqdm bar inside ffcv.writer, reporting to a rich progress task."""
 
@@ -196,6 +208,11 @@ def convert_split(split: Split, dataset: str, split_name: str, out: str | Path, 
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # a conversion killed earlier left its temporary files: remove them (not a running one's)
+    remove_stale(out, (".{name}.tmp-*", "{name}.jpeg-tmp-*"))
+    # the sidecar is the mark of a complete .beton: written last, so it goes first
+    sidecar = out.with_name(out.name + ".json")
+    sidecar.unlink(missing_ok=True)
     workers = workers or os.cpu_count() or 1
     blob = out.with_name(out.name + f".jpeg-tmp-{os.getpid()}")
     result = ConvertResult(out, 0)
@@ -241,7 +258,7 @@ def convert_split(split: Split, dataset: str, split_name: str, out: str | Path, 
                     "image": image_meta, "classes": list(split.classes), "skipped": len(result.skipped),
                     "converted": len(result.converted), "seconds": round(result.seconds, 2),
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            atomic_json(out.with_name(out.name + ".json"), meta)
+        atomic_json(sidecar, meta)  # after the .beton's rename: a sidecar means the .beton beside it is whole
     finally:
         blob.unlink(missing_ok=True)
     return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
                        help="fail when more than this fraction of a split's images cannot be decoded")
         s.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if argv is None:  # the command line: a plain kill (SIGTERM) unwinds, so temporary files are removed
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.workers is None:
         a.workers = os.cpu_count() or 1
     problem = _check_args(a)
