@@ -19,14 +19,15 @@ def fmt(row: dict, key: str, spec: str) -> str:
 
 
 class Display:
-    def __init__(self, cfg, enabled: bool, steps_per_epoch: int, has_val: bool = False):
+    def __init__(self, cfg, enabled: bool, steps_per_epoch: int, evals=("test",)):
         self.enabled = enabled
         self.console = Console()
         self.live_ok = enabled and cfg.train.progress and self.console.is_terminal
         self.steps = steps_per_epoch
         self.epochs = cfg.optim.epochs
-        acc = [("clean_val_acc", "val acc", "{:.2%}"), ("clean_test_acc", "test acc", "{:.2%}")] if has_val \
-            else [("test_acc", "test acc", "{:.2%}")]
+        # one column per evaluation split: Clothing1M's clean_val/clean_test, a held-out noisy "val", "test"
+        acc = [(f"{name}_acc", "val acc (noisy)" if name == "val" else f"{name.removeprefix('clean_')} acc", "{:.2%}")
+               for name in evals]
         self.columns = COLUMNS + acc
         self.table = Table(title=cfg.run_name)
         for _, head, _ in self.columns:

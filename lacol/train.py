@@ -180,7 +180,7 @@ class Trainer:
         if resume:
             self._resume()
         self.history = self.run.history(self.state.epoch) if resume else []
-        self.display = Display(cfg, self.run.main, len(self.loader), has_val=len(self.evals) > 1)
+        self.display = Display(cfg, self.run.main, len(self.loader), evals=tuple(self.evals))
         accelerator.print(f"{cfg.run_name}: {len(self.split)} training samples, {world} process(es) x batch "
                           f"{d.batch_size} x accum {o.grad_accum} = global batch {self.state.global_batch}, "
                           f"{len(self.loader)} steps/epoch, {device}, mixed_precision={accelerator.mixed_precision}")
