@@ -47,6 +47,20 @@ def evaluate_run(run: str | Path, weights: str = "model.safetensors") -> dict:
     return {name: evaluate(acc, model, loader(s)) for name, s in eval_splits(cfg.data).items()}
 
 
+def _decode(path: str, size: int, mode: str) -> np.ndarray:
+    """An image file's pixels, or an error naming the file (text, empty, a folder, damaged)."""
+    from PIL import UnidentifiedImageError
+
+    from pipelines.sources.base import DatasetError
+
+    try:
+        return decode_square(path, size, mode)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise DatasetError(f"{path}: not an image this reads ({type(e).__name__}: {e})") from None
+
+
 @torch.no_grad()
 def predict(run: str | Path, images: list[str], topk: int = 3, weights: str = "model.safetensors"):
     """[(path, [(class name, probability), ...]), ...] for image files, top-k each."""
@@ -55,7 +69,7 @@ def predict(run: str | Path, images: list[str], topk: int = 3, weights: str = "m
     size = cfg.data.image_size
     decode = size if cfg.data.dataset != "clothing1m" else cfg.data.decode_size
     mode = "L" if in_ch == 1 else "RGB"
-    batch = [decode_square(path, decode, mode).reshape(decode, decode, in_ch) for path in images]
+    batch = [_decode(path, decode, mode).reshape(decode, decode, in_ch) for path in images]
     (x,) = Augmenter([eval_view(size)], info["mean"], info["std"])(torch.from_numpy(np.stack(batch)))
     probs = model(x, embed=False)[0].float().softmax(1)
     k = min(topk, len(classes))

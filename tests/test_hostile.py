@@ -284,3 +284,33 @@ def test_fashion_mnist_files_that_are_wrong_say_which(tmp_path):
     labels.write_bytes(gzip.compress(b"\x00\x00\x08\x03\x00\x00") if labels.suffix == ".gz" else b"\x00\x00\x08\x03\x00\x00")
     with pytest.raises(DatasetError, match="shorter than its own header"):
         fashion_mnist.load("test", root)
+
+
+def test_one_line_errors_for_a_bad_recipe_and_bad_images(tmp_path, capsys):
+    """A YAML syntax error names the file, line and column; predict on text, an empty file or a
+    folder names the file; all exit 2 without a traceback."""
+    from lacol.cli import main as lacol
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  batch_size: [1\n")
+    assert lacol(["train", "--config", str(bad)]) == 2
+    assert f"{bad}:3:1: not valid YAML" in capsys.readouterr().err
+    bad.write_bytes(b"data:\n  dataset: \xff\xfe\n")
+    assert lacol(["train", "--config", str(bad)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    text, empty = tmp_path / "notes.jpg", tmp_path / "empty.png"
+    text.write_text("not an image")
+    empty.write_bytes(b"")
+    from test_train import RECIPE, SMALL
+
+    from lacol.config import load_config
+    from lacol.train import train
+
+    train(load_config(RECIPE, [*SMALL, "optim.epochs=1", f"train.out_dir={tmp_path}", "train.name=run"]))
+    capsys.readouterr()
+    for f in (text, empty, tmp_path):
+        assert lacol(["predict", "--run", str(run), str(f)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("lacol predict: ") and str(f) in err and "Traceback" not in err
