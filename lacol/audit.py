@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.fileio import atomic_path
+from pipelines.fileio import atomic_npz, atomic_path
 
 
 class Evidence:
@@ -75,12 +75,10 @@ def write(path: Path, tensors: dict[str, torch.Tensor], *, first: int, labels: n
     code = tensors["audit.code"].numpy()
     seen = code >= 0
     pred = np.where(seen, code // 2, -1).astype(np.int16)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, prob=tensors["audit.prob"].numpy().astype(np.float16), pred=pred,
-                            selected=seen & (code % 2 == 1), seen=seen,
-                            epochs=np.arange(first, first + code.shape[0]), labels=labels.astype(np.int16),
-                            clean=clean.astype(np.int16), rows=rows.astype(np.int64),
-                            method=np.array(method), classes=np.array(list(classes)))
+    atomic_npz(path, compressed=True, prob=tensors["audit.prob"].numpy().astype(np.float16), pred=pred,
+               selected=seen & (code % 2 == 1), seen=seen, epochs=np.arange(first, first + code.shape[0]),
+               labels=labels.astype(np.int16), clean=clean.astype(np.int16), rows=rows.astype(np.int64),
+               method=np.array(method), classes=np.array(list(classes)))
 
 
 @dataclass

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pipelines.build import cv_split, eval_splits, make_loader, train_and_val, train_views
+from pipelines.fileio import atomic_npz
 from pipelines.sources import dataset_info
 
 from . import audit
@@ -298,11 +299,8 @@ class Trainer:
                              device=self.acc.device)
         index, probs = predict_probs(self.acc, self.model, loader)
         if self.run.main:
-            from pipelines.fileio import atomic_path
-
-            with atomic_path(self.run.path / "heldout_probs.npz") as tmp, open(tmp, "wb") as f:
-                np.savez(f, rows=h.source_index[index], probs=probs, labels=h.labels[index],
-                         clean=h.clean_labels[index])
+            atomic_npz(self.run.path / "heldout_probs.npz", rows=h.source_index[index], probs=probs,
+                       labels=h.labels[index], clean=h.clean_labels[index])
 
     def checkpoint(self) -> None:
         """A checkpoint of the loop (collective), with the audit's record so far and, inside an

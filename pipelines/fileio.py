@@ -39,6 +39,15 @@ def atomic_json(path: str | Path, obj, indent: int | None = 1) -> None:
     atomic_write(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def atomic_npz(path: str | Path, compressed: bool = False, **arrays) -> None:
+    """Arrays as an .npz file (``np.savez``, or ``savez_compressed``) in ``path``, atomically.
+    Write plain arrays only (numbers, fixed-width text): readers load with allow_pickle=False."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
+
+
 def remove_stale(path: str | Path, patterns: tuple[str, ...] = (".{name}.tmp-*",)) -> list[Path]:
     """Temporary files beside ``path`` left by a process that no longer runs (killed: its
     ``finally`` never ran), removed; those of a live process are left alone. Returns the removed."""

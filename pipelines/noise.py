@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_path
+from .fileio import atomic_npz
 from .safe_pickle import UnsafePickle, load_file
 from .sources.base import DatasetError
 
@@ -170,9 +170,8 @@ class NoisyLabels:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, labels=self.labels, clean=self.clean, kind=self.kind, rate=self.rate,
-                     seed=self.seed, dataset=self.dataset)
+        atomic_npz(path, labels=self.labels, clean=self.clean, kind=self.kind, rate=self.rate, seed=self.seed,
+                   dataset=self.dataset)
         return path
 
     @classmethod
