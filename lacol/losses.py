@@ -245,6 +245,17 @@ class Method:
         # gathered losses draw negatives over the global batch: the same draw on every process
         self.rank_seed = 0 if cfg.gather else self.dist.rank
 
+    @property
+    def metric(self) -> bool:
+        """Whether steps after warm-up compute the metric-space terms (L_MS or L_SC)."""
+        c = self.cfg
+        return c.method == "lacol" and (c.lambda_ms > 0 or c.lambda_sc > 0)
+
+    def class_counts(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked samples per class over the global batch (float (C,)), by index_add_: no boolean
+        indexing and no bincount, which sync with the host."""
+        return self.dist.all_reduce(torch.zeros(self.num_classes, device=y.device).index_add_(0, y, mask.float()))
+
     def needs_strong(self, epoch: int) -> bool:
         return self.cfg.method != "ce" and epoch >= self.cfg.warmup_epochs
 
@@ -255,7 +266,7 @@ class Method:
         c = self.cfg
         if not self.needs_strong(epoch):
             return 1
-        if c.method == "lacol" and (c.lambda_ms > 0 or c.lambda_sc > 0):
+        if self.metric:
             return 3
         return 3 if c.ls_views == 2 and c.train_view == "strong" else 2
 
@@ -271,9 +282,8 @@ class Method:
             value = self._global_mean(loss)
             return StepOutput(loss, {"ce": value}, value=value, p_weak=logits.detach().float().softmax(1))
         views = [v for v in (batch.weak, batch.strong, batch.strong2) if v is not None]
-        metric = c.method == "lacol" and (c.lambda_ms > 0 or c.lambda_sc > 0)
         set_views(model, c.bn_stats, b)
-        logits, z = model(torch.cat(views), embed=metric)
+        logits, z = model(torch.cat(views), embed=self.metric)
         set_views(model, c.bn_stats, None)
         logits_w, logits_s, *rest = logits.float().split(b)
         logits_s2 = rest[0] if rest else None
@@ -288,8 +298,7 @@ class Method:
         y_all = d.all_gather(y) if gather else y
         p_all = d.all_gather(p_w) if gather else p_w
         selected = select(p_all, y_all, c.class_floor)[offset: offset + b]  # the floor sees the global batch
-        # selected per class by index_add_: no boolean indexing and no bincount, which sync with the host
-        counts = d.all_reduce(torch.zeros(self.num_classes, device=y.device).index_add_(0, y, selected.float()))
+        counts = self.class_counts(y, selected)
         mu = class_weights(counts, c.class_weight)
         if c.train_view == "weak":
             l_ls = weighted_ce(logits_w, y, selected, mu, normaliser=counts.sum())
@@ -300,7 +309,7 @@ class Method:
                                normaliser=2 * counts.sum())
         loss = l_ls = world * l_ls
         terms = {"ls": l_ls}
-        if not metric:  # selection only
+        if not self.metric:  # selection only
             terms = {k: self._global_mean(v) for k, v in terms.items()}
             stats = None if self.clean is None else selection_stats(selected, batch.index, y, self.clean)
             return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss), p_weak=p_w)
@@ -334,7 +343,7 @@ class Method:
         loss = F.cross_entropy(logits, y2)  # equal batches on every rank: DDP's mean is global
         value = self._global_mean(loss)
         everyone = torch.ones_like(y, dtype=torch.bool)
-        counts = self.dist.all_reduce(torch.zeros(self.num_classes, device=y.device).index_add_(0, y, everyone.float()))
+        counts = self.class_counts(y, everyone)
         stats = None if self.clean is None else selection_stats(everyone, index, y, self.clean)
         return StepOutput(loss, {"ls": value}, everyone, counts, stats, value=value)
 

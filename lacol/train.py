@@ -57,42 +57,33 @@ def lr_factor(cfg: Config, epoch_float: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(accelerator, model, loader, clean: np.ndarray | None = None) -> dict:
-    """Top-1 accuracy over the split, every sample counted once (padding deduplicated by index);
-    with ``clean`` (the split's clean labels, -1 unknown), also the accuracy on the rows whose
-    clean label is known (``clean_acc``)."""
+def predict_probs(accelerator, model, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index, softmax probabilities, labels) of every sample of an evaluation loader, gathered
+    from every process, once each (padding deduplicated by index), in index order."""
     model.eval()
-    preds, labels, index = [], [], []
-    for batch in loader:
-        with accelerator.autocast():
-            logits, _ = model(batch.image, embed=False)
-        preds.append(logits.argmax(1))
-        labels.append(batch.label)
-        index.append(batch.index)
-    p, y, i = (accelerator.gather(torch.cat(t)).cpu().numpy() for t in (preds, labels, index))
-    _, first = np.unique(i, return_index=True)
-    out = {"acc": float((p[first] == y[first]).mean()), "n": int(len(first))}
-    if clean is not None:
-        c = clean[i[first]]
-        known = c >= 0
-        out["clean_acc"] = float((p[first][known] == c[known]).mean()) if known.any() else float("nan")
-    return out
-
-
-@torch.no_grad()
-def predict_probs(accelerator, model, loader) -> tuple[np.ndarray, np.ndarray]:
-    """(index, softmax probabilities) of every sample of an evaluation loader, once each, in
-    index order."""
-    model.eval()
-    probs, index = [], []
+    probs, labels, index = [], [], []
     for batch in loader:
         with accelerator.autocast():
             logits, _ = model(batch.image, embed=False)
         probs.append(logits.float().softmax(1))
+        labels.append(batch.label)
         index.append(batch.index)
-    p, i = (accelerator.gather(torch.cat(t)).cpu().numpy() for t in (probs, index))
+    p, y, i = (accelerator.gather(torch.cat(t)).cpu().numpy() for t in (probs, labels, index))
     i, first = np.unique(i, return_index=True)
-    return i, p[first]
+    return i, p[first], y[first]
+
+
+def evaluate(accelerator, model, loader, clean: np.ndarray | None = None) -> dict:
+    """Top-1 accuracy over the split, every sample counted once; with ``clean`` (the split's clean
+    labels, -1 unknown), also the accuracy on the rows whose clean label is known (``clean_acc``)."""
+    i, p, y = predict_probs(accelerator, model, loader)
+    pred = p.argmax(1)
+    out = {"acc": float((pred == y).mean()), "n": int(len(i))}
+    if clean is not None:
+        c = clean[i]
+        known = c >= 0
+        out["clean_acc"] = float((pred[known] == c[known]).mean()) if known.any() else float("nan")
+    return out
 
 
 def setup(cfg: Config):
@@ -297,7 +288,7 @@ class Trainer:
         h, d = self.heldout, self.cfg.data
         loader = make_loader(d, h, None, rank=self.acc.process_index, world=self.acc.num_processes,
                              device=self.acc.device)
-        index, probs = predict_probs(self.acc, self.model, loader)
+        index, probs, _ = predict_probs(self.acc, self.model, loader)
         if self.run.main:
             atomic_npz(self.run.path / "heldout_probs.npz", rows=h.source_index[index], probs=probs,
                        labels=h.labels[index], clean=h.clean_labels[index])
