@@ -159,13 +159,11 @@ def pairs(audit: Audit, top: int = 10) -> list[tuple[str, str, int]]:
 def files_of(run: Path, rows: np.ndarray) -> list[str] | None:
     """The file of each audited row for file datasets (Clothing1M), from the run's config; None
     for in-memory datasets (a row is then the index in the full training split)."""
-    import yaml
-
     from pipelines.sources import dataset_info, load_split
 
-    from .config import config_from_dict
+    from .config import read_run_config
 
-    cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    cfg = read_run_config(run)
     split = load_split(cfg.data.dataset, dataset_info(cfg.data.dataset).train, cfg.data.root)
     return None if split.files is None else [str(split.files[r]) for r in rows]
 
@@ -190,12 +188,9 @@ def write_csv(path: Path, a: Audit, files: list[str] | None) -> None:
 
 def plot_scores(path: Path, a: Audit) -> None:
     """Histogram of the score, split by truly clean and truly mislabelled rows (clean labels known)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install -e '.[plot]'") from None
+    from .plot import pyplot, save_png
+
+    plt = pyplot()
     known = a.clean >= 0
     wrong = (a.labels != a.clean) & known
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
@@ -208,10 +203,7 @@ def plot_scores(path: Path, a: Audit) -> None:
     ax.set_ylabel("training samples")
     ax.set_title(f"lacol audit ({a.method}): flagged {a.flagged.sum()} of {len(a.score)}")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def report(run: str | Path, top: int = 20, out: str | None = None, plot: str | None = None, console=None) -> dict:

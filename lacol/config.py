@@ -427,6 +427,14 @@ def config_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
+def read_run_config(run: str | Path) -> Config:
+    """A run folder's resolved ``config.yaml`` (``config_from_dict``); a missing one is named."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: is {run} a `lacol train` run folder?")
+    return config_from_dict(yaml.safe_load(path.read_text()))
+
+
 def config_from_dict(d: dict) -> Config:
     """A saved run's config.yaml (keys merged since are carried over to their new place)."""
     cfg = Config()

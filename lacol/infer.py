@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from pipelines.augment import Augmenter
 from pipelines.decode import decode_square
 from pipelines.views import eval_view
 
-from .config import config_from_dict
+from .config import read_run_config
 from .models import build_model
 
 
@@ -24,7 +23,7 @@ def load_run(run: str | Path, weights: str = "model.safetensors"):
     for f in ("config.yaml", weights, "dataset.json"):
         if not (run / f).is_file():
             raise FileNotFoundError(f"{run / f} is missing: is {run} a finished `lacol train` run?")
-    cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    cfg = read_run_config(run)
     info = json.loads((run / "dataset.json").read_text())
     model = build_model(cfg.model.arch, len(info["classes"]), info["channels"], cfg.model.width, cfg.model.embed_dim,
                         embed_from=cfg.model.embed_from)

@@ -24,15 +24,29 @@ def _run(path: Path) -> tuple[dict, list[dict]]:
     return cfg, json.loads((path / "history.json").read_text())
 
 
-def plot(runs: list[str | Path], out: str | Path, title: str | None = None) -> Path:
+def pyplot():
+    """matplotlib.pyplot without a display (Agg), or a one-line exit naming the install."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("lacol plot needs matplotlib: pip install -e '.[plot]'") from None
+        raise SystemExit("plots need matplotlib: pip install -e '.[plot]'") from None
+    return plt
+
+
+def save_png(fig, path: str | Path) -> None:
+    """The figure as a PNG file, written atomically, then closed."""
     from pipelines.fileio import atomic_path
 
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    pyplot().close(fig)
+
+
+def plot(runs: list[str | Path], out: str | Path, title: str | None = None) -> Path:
+    plt = pyplot()
     loaded = [(Path(r), *_run(Path(r))) for r in runs]
     seeds = sorted({c["train"]["seed"] for _, c, _ in loaded})
     panels = [("test_acc", "test accuracy %", 100), ("val_acc", "validation accuracy % (noisy labels)", 100),
@@ -63,8 +77,5 @@ def plot(runs: list[str | Path], out: str | Path, title: str | None = None) -> P
             ax.legend(fontsize=7)
     d = loaded[0][1]["data"]
     fig.suptitle(title or f"{d['dataset']}, {d['noise']} noise {d['noise_rate']:g}: {len(loaded)} runs")
-    fig.tight_layout()
-    with atomic_path(Path(out)) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, out)
     return Path(out)

@@ -46,7 +46,7 @@ def train_and_val(d, noise_file: Path | None = None) -> tuple[Split, Split | Non
             if noise_file is not None:
                 noise.save(noise_file)
         split = split.with_labels(noise.labels)
-    n, val_size = len(split), getattr(d, "val_size", 0)
+    n, val_size = len(split), d.val_size
     if not d.train_subset and not val_size:
         return split, None
     n_train = d.train_subset or n - val_size

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lacol.cli import mean_std
+
 SETTINGS = (("symmetric", 0.2), ("symmetric", 0.5), ("symmetric", 0.8), ("asymmetric", 0.4),
             ("instance", 0.2), ("instance", 0.4), ("instance", 0.5))
 ARMS = ("lacol", "selection", "ce_strong", "ce")
@@ -28,16 +30,17 @@ RUN_ORDER = (("instance", 0.4), ("asymmetric", 0.4), ("symmetric", 0.8), ("symme
 """The order the jobs run in: the settings the targets name first, every seed of one before the next."""
 
 
+def _command(args, seed: str, arm: str, prefix: str, kind: str, rate: float, overrides, log: str) -> str:
+    """One `lacol compare` run of the sweep or the study: one thread, finished runs reused."""
+    cmd = ["lacol", "compare", "--config", args.config, "--seeds", seed, "--methods", arm, "--prefix", prefix,
+           "--reuse", f"train.out_dir={args.out_dir}", "train.threads=1", "train.progress=false",
+           f"data.noise={kind}", f"data.noise_rate={rate}", *overrides]
+    return " ".join(shlex.quote(c) for c in cmd) + f" > /dev/null 2>> {args.out_dir}/{log}"
+
+
 def jobs(args) -> list[str]:
-    out = []
-    for kind, rate in RUN_ORDER:
-        for seed in args.seeds.split(","):
-            for arm in args.arms.split(","):
-                cmd = ["lacol", "compare", "--config", args.config, "--seeds", seed, "--methods", arm,
-                       "--prefix", args.prefix, "--reuse", f"train.out_dir={args.out_dir}", "train.threads=1",
-                       "train.progress=false", f"data.noise={kind}", f"data.noise_rate={rate}", *args.overrides]
-                out.append(" ".join(shlex.quote(c) for c in cmd) + f" > /dev/null 2>> {args.out_dir}/sweep.log")
-    return out
+    return [_command(args, seed, arm, args.prefix, kind, rate, args.overrides, "sweep.log")
+            for kind, rate in RUN_ORDER for seed in args.seeds.split(",") for arm in args.arms.split(",")]
 
 
 STUDY = {
@@ -53,15 +56,9 @@ re-runs selection-only, whose network it changes)."""
 
 
 def study_jobs(args) -> list[str]:
-    out = []
-    for seed in args.seeds.split(","):
-        for name, overrides in STUDY.items():
-            for arm in ("lacol", "selection") if name == "width32" else ("lacol",):
-                cmd = ["lacol", "compare", "--config", args.config, "--seeds", seed, "--methods", arm,
-                       "--prefix", f"study-{name}", "--reuse", f"train.out_dir={args.out_dir}", "train.threads=1",
-                       "train.progress=false", f"data.noise={args.noise}", f"data.noise_rate={args.rate}", *overrides]
-                out.append(" ".join(shlex.quote(c) for c in cmd) + f" > /dev/null 2>> {args.out_dir}/study.log")
-    return out
+    return [_command(args, seed, arm, f"study-{name}", args.noise, args.rate, overrides, "study.log")
+            for seed in args.seeds.split(",") for name, overrides in STUDY.items()
+            for arm in (("lacol", "selection") if name == "width32" else ("lacol",))]
 
 
 def study_table(out_dir: Path, noise: str, rate: float) -> str:
@@ -73,8 +70,8 @@ def study_table(out_dir: Path, noise: str, rate: float) -> str:
     def line(name, lac, sel):
         by = {r["seed"]: r["final_test_acc"] for r in sel}
         d = [r["final_test_acc"] - by[r["seed"]] for r in lac if r["seed"] in by]
-        rows.append(f"| {name} | {','.join(str(r['seed']) for r in lac)} | {_ms([r['final_test_acc'] for r in lac])} "
-                    f"| {_ms([r['final_test_acc'] for r in sel])} | {_ms(d)} |")
+        rows.append(f"| {name} | {','.join(str(r['seed']) for r in lac)} | {mean_std([r['final_test_acc'] for r in lac])} "
+                    f"| {mean_std([r['final_test_acc'] for r in sel])} | {mean_std(d)} |")
 
     line("default recipe (sweep)", base.get((noise, rate, "lacol"), []), base.get((noise, rate, "selection"), []))
     for name in STUDY:
@@ -83,13 +80,6 @@ def study_table(out_dir: Path, noise: str, rate: float) -> str:
         if lac:
             line(name, lac, runs.get((noise, rate, "selection")) or base.get((noise, rate, "selection"), []))
     return "\n".join(rows)
-
-
-def _ms(values, scale: float = 100.0) -> str:
-    v = np.asarray([x for x in values if x is not None], dtype=float) * scale
-    if not len(v):
-        return "-"
-    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
 
 
 def load(out_dir: Path, prefix: str) -> dict[tuple, list[dict]]:
@@ -113,11 +103,11 @@ def table(runs: dict[tuple, list[dict]]) -> str:
             sel = arm in ("lacol", "selection")
             rows.append(" | ".join([
                 f"| {kind} {rate:.0%}", NAMES[arm], ",".join(str(r["seed"]) for r in rs),
-                _ms([r["final_test_acc"] for r in rs]), _ms([r["last10_test_acc"] for r in rs]),
-                _ms([r.get("best_val_test_acc") for r in rs]),
-                _ms([r["final_precision"] for r in rs]) if sel else "-",
-                _ms([r.get("final_recall") for r in rs]) if sel else "-",
-                _ms([r["final_selected_rate"] for r in rs]) if sel else "-",
+                mean_std([r["final_test_acc"] for r in rs]), mean_std([r["last10_test_acc"] for r in rs]),
+                mean_std([r.get("best_val_test_acc") for r in rs]),
+                mean_std([r["final_precision"] for r in rs]) if sel else "-",
+                mean_std([r.get("final_recall") for r in rs]) if sel else "-",
+                mean_std([r["final_selected_rate"] for r in rs]) if sel else "-",
                 f"{np.mean([r['train_seconds'] for r in rs]):.0f} |"]))
     return "\n".join(rows)
 
@@ -133,7 +123,7 @@ def margins(runs: dict[tuple, list[dict]]) -> str:
         for arm in ("ce_strong", "selection", "ce"):
             other = {r["seed"]: r["final_test_acc"] for r in runs.get((kind, rate, arm), [])}
             d = [lacol[s] - other[s] for s in lacol if s in other]
-            cells.append(_ms(d))
+            cells.append(mean_std(d))
         rows.append(f"| {kind} {rate:.0%} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
