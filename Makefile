@@ -19,8 +19,8 @@ pip:
 
 install: apt pip
 
-# The main job: the default recipe (Fashion-MNIST, 40% instance noise, small CNN; about 8 minutes
-# on 2 CPU cores), LaCoL beside its fair control (CE on the same strong views), same data, epochs
+# The main job: the default recipe (Fashion-MNIST, 40% instance noise, small CNN; CPU,
+# run times in BENCHMARKS.md), LaCoL beside its fair control (CE on the same strong views), same data, epochs
 # and seed; then the label audit of the LaCoL run.
 run: install
 	lacol compare --config configs/fashion_mnist.yaml --seeds 0
