@@ -41,6 +41,46 @@ def _dali():
         raise DatasetError("data.backend=dali needs DALI: pip install -e '.[dali]' (nvidia-dali-cuda130)") from e
 
 
+
+def dali_check(paths, num_threads: int = 1, batch: int = 64) -> dict[int, str]:
+    """The files among ``paths`` that DALI's own image decoder (CPU, the decoder of the graph
+    below when it runs on the CPU) refuses, as {position: reason}; PIL opens formats DALI does
+    not (a GIF named .jpg), so a PIL check alone lets them through to fail mid-training.
+    Synchronous pipelines, ``batch`` files at a time; a batch that fails is re-run one file at a
+    time to name the files (a failed pipeline is not reusable, so each retry builds its own)."""
+    _dali()
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(num_threads=num_threads, device_id=None, exec_async=False, exec_pipelined=False,
+                  prefetch_queue_depth=1)
+    def graph():
+        return fn.decoders.image(fn.external_source(name="enc", dtype=types.UINT8, ndim=1), device="cpu",
+                                 output_type=types.RGB)
+
+    def decodes(chunk: list[int]) -> str | None:
+        pipe = graph(batch_size=len(chunk))
+        pipe.build()
+        try:
+            pipe.feed_input("enc", [np.fromfile(paths[i], dtype=np.uint8) for i in chunk])
+            pipe.run()
+            return None
+        except RuntimeError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            return next((ln for ln in reversed(lines) if "failure" in ln or "rror" in ln), lines[-1] if lines else "")
+        finally:
+            del pipe
+
+    bad: dict[int, str] = {}
+    for s in range(0, len(paths), batch):
+        chunk = list(range(s, min(s + batch, len(paths))))
+        if decodes(chunk) is None:
+            continue
+        for i in chunk:
+            reason = decodes([i])
+            if reason is not None:
+                bad[i] = f"DALI's decoder refuses it ({reason})"
+    return bad
+
 def _view(fn, types, img, spec: ViewSpec, hw: tuple[int, int], gray: bool):
     """One view of ``img`` (uint8 HWC) as a DALI graph branch, up to (not including) normalising."""
     h, w = hw
@@ -141,8 +181,12 @@ class _Epochs:
             except RuntimeError as e:
                 if split.images is not None:
                     raise
-                raise DatasetError(f"DALI failed on a batch of {split.name} ({e}); a file changed or was never "
-                                   f"checked: run lacol-convert {split.name.split('/')[0]} --to dali again") from e
+                near = order[b * bs:(b + 3) * bs]  # this batch and the two prefetched behind it
+                bad = dali_check([str(split.path(i)) for i in near], self.num_workers)
+                named = "; ".join(f"{split.path(near[p])}: {why}" for p, why in bad.items()) or "no file named"
+                raise DatasetError(f"DALI failed on a batch of {split.name} ({named}); a file changed since, or was "
+                                   f"never, checked: run lacol-convert {split.name.split('/')[0]} --to dali "
+                                   f"again (it leaves such files out)") from e
             tensors = [_to_torch(o, self.device) for o in out]
             rows = tensors[-1].reshape(-1).long()
             k = min(bs, len(order) - b * bs)  # the reader wraps around to fill a short last batch

@@ -150,3 +150,23 @@ def test_bench_loader_dali(clothing_root, lists, capsys):
 def test_array_data_needs_no_list():
     with pytest.raises(DatasetError, match="in-memory"):
         convert_file_list(fashion_mnist.load("test"), "fashion_mnist", "test", "/tmp/x.dali.txt")
+
+
+def test_files_dali_cannot_decode_are_left_out_and_named(clothing_root, tmp_path):
+    """PIL opens a GIF named .jpg; DALI's decoder does not: the --to dali check uses DALI's own
+    decoder, and a loader given such a file anyway names it in its error."""
+    from PIL import Image
+
+    root = tmp_path / "c1m"
+    shutil.copytree(clothing_root, root)
+    split = clothing1m.load("noisy_train", root)
+    with Image.open(split.path(7)) as img:
+        img.convert("RGB").save(split.path(7), "GIF")
+    out = list_path(tmp_path / "lists", "clothing1m", "noisy_train")
+    r = convert_file_list(split, "clothing1m", "noisy_train", out, workers=2, max_bad=0.05, progress=False)
+    assert [s["index"] for s in r.skipped] == [7] and "DALI's decoder" in r.skipped[0]["reason"]
+    assert 7 not in read_file_list(out, split)
+    loader = DaliLoader(split, lacol_views(32), batch_size=16)  # every row, unchecked
+    with pytest.raises(DatasetError, match=str(split.files[7]).replace(".", r"\.")):
+        for _ in loader:
+            pass

@@ -279,8 +279,9 @@ def convert_dataset(dataset: str, root: str | Path | None, out_dir: str | Path, 
 def convert_file_list(split: Split, dataset: str, split_name: str, out: str | Path, *,
                       workers: int | None = None, max_bad: float = 0.01, progress: bool = True,
                       size: int = 256) -> ConvertResult:
-    """``lacol-convert clothing1m --to dali``: every image is decoded once (in parallel) to find
-    the ones DALI's decoder would fail on; the others are listed, one ``relative/path row`` line
+    """``lacol-convert clothing1m --to dali``: every image is decoded once by PIL (in parallel) and
+    the ones PIL reads once more by DALI's own decoder (``dali_check``) to find the ones DALI would
+    fail on; the others are listed, one ``relative/path row`` line
     each (DALI's file_list format, the row of the split as the label), in ``out``, with the same
     report as the .beton conversion beside it. Written under a temporary name and renamed."""
     if split.files is None:
@@ -292,6 +293,13 @@ def convert_file_list(split: Split, dataset: str, split_name: str, out: str | Pa
     with _progress(progress) as bar:
         ok, _ = decode_pass(split, f"{dataset}/{split_name}: check", bar, result, workers or os.cpu_count() or 1,
                             (size, None))
+    from pipelines.dali_loader import dali_check  # PIL decodes what DALI may not (a GIF named .jpg)
+
+    rows = np.flatnonzero(ok)
+    for pos, reason in dali_check([str(split.path(i)) for i in rows], workers or 1).items():
+        ok[rows[pos]] = False
+        result.skipped.append({"index": int(rows[pos]), "file": split.files[rows[pos]], "reason": reason})
+    result.skipped.sort(key=lambda r: r["index"])
     good = np.flatnonzero(ok)
     write_report(out, dataset, split_name, len(split), len(good), result, max_bad)
     atomic_write(out, "".join(f"{split.files[i]} {i}\n" for i in good))
