@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .sources.base import DatasetError
 
@@ -21,6 +21,27 @@ def check_readable(path: str | Path, root: str | Path | None = None) -> None:
         raise DatasetError(f"{path}: resolves outside the dataset root {root}; refused, not read")
     if not stat.S_ISREG(os.stat(path).st_mode):  # FileNotFoundError when missing
         raise DatasetError(f"{path}: not a regular file; refused, not read")
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The one orientation rule of every backend: a file's EXIF orientation is applied (DALI's
+    decoder and nvJPEG do so; PIL does not unless asked), so a photo taken sideways is trained on
+    the way its viewer shows it, whichever backend reads it."""
+    if img.getexif().get(EXIF_ORIENTATION, 1) in range(2, 9):
+        return ImageOps.exif_transpose(img)
+    return img
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit gray (PNG, TIFF: PIL modes I;16* and I) scaled to 8 bits (v / 257, rounded); PIL's
+    own convert would clip every value above 255 to white."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        a = np.asarray(img).astype(np.float64)
+        return Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), "L")
+    return img
 
 
 def decode_square(path: str | Path, size: int, mode: str = "RGB", root: str | Path | None = None) -> np.ndarray:
@@ -40,8 +61,9 @@ def open_square(path: str | Path, size: int, mode: str = "RGB",
         w, h = img.size
         if img.format == "JPEG":
             img.draft(mode, (max(size, round(size * w / h)), max(size, round(size * h / w))))
-            w, h = img.size
-        img = img.convert(mode)
+        img = upright(img)
+        w, h = img.size
+        img = to_8bit(img).convert(mode)
         side = min(w, h)
         box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
         img = img.resize((size, size), Image.BILINEAR, box=box, reducing_gap=None if side < 2 * size else 2.0)

@@ -95,3 +95,19 @@ def test_clothing1m_key_without_label(clothing_root, tmp_path):
 def test_clothing1m_missing_root(tmp_path):
     with pytest.raises(DatasetError, match="category_names_eng.txt.*data.root"):
         clothing1m.load("noisy_train", tmp_path)
+
+
+def test_16_bit_gray_png_is_scaled_not_clipped(tmp_path):
+    """PIL's own convert clips 16-bit values above 255 to white; the decode scales them."""
+    from PIL import Image
+
+    from pipelines.decode import decode_square
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as img:
+        assert img.mode.startswith("I;16")
+    px = decode_square(tmp_path / "g16.png", 64, mode="L").astype(float)
+    assert abs(px.mean() - ramp.mean() / 257) < 2 and px.min() < 5 and px.max() > 250
+    rgb = decode_square(tmp_path / "g16.png", 64)
+    assert rgb.shape == (64, 64, 3) and abs(rgb.mean() - 127.5) < 2
