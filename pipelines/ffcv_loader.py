@@ -31,7 +31,7 @@ import torch
 
 from .augment import Augmenter
 from .batch import EvalBatch
-from .formats import read_meta
+from .formats import read_meta, verify_beton
 from .sharding import batch_seed, deal, num_batches, shard_indices, upload, view_batch, view_seed
 from .sources.base import DatasetError, Split
 from .views import ViewSpec, eval_view
@@ -64,6 +64,7 @@ class _BetonSource:
 
         self.path = Path(path)
         meta = read_meta(self.path)
+        verify_beton(self.path, meta)  # a damaged file would otherwise load and train on other pixels
         reader = Reader(str(self.path))
         column = {name: f"f{i}" for i, name in enumerate(reader.field_names)}
         if set(column) != {"image", "label", "clean_label", "index"}:

@@ -298,3 +298,29 @@ def test_conversion_removes_what_a_killed_one_left(clothing_root, tmp_path):
                   workers=1, progress=False)
     assert not any(f.exists() for f in stale) and running.exists()
     assert json.loads(out.with_name(out.name + ".json").read_text())["num_samples"] == 32
+
+
+def test_a_damaged_beton_is_refused_on_first_open_and_by_verify(betons, clothing_root, tmp_path, capsys):
+    """Random bytes over the middle of a .beton: FFCV would load it and decode other pixels. The
+    checksum the sidecar recorded refuses it on open and in ``lacol-convert --verify``; a whole
+    file passes both, and the stamp spares the next open the read."""
+    from pipelines import formats
+    from tools.convert import main as convert
+
+    shutil.copytree(betons, tmp_path / "b")
+    path = beton_path(tmp_path / "b", "clothing1m", "clean_val")
+    split = clothing1m.load("clean_val", clothing_root)
+    assert convert(["--verify", str(path)]) == 0 and "ok" in capsys.readouterr().out
+    FfcvEvalLoader(split, path, view_size=64, batch_size=8)
+    assert path.with_name(path.name + ".verified").is_file()
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4096] = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    formats._verified.clear()
+    with pytest.raises(DatasetError, match=r"clean_val.beton: checksum .* convert it again"):
+        FfcvEvalLoader(split, path, view_size=64, batch_size=8)
+    assert convert(["verify", str(path)]) == 2 and "checksum" in capsys.readouterr().err
+    path.write_bytes(bytes(data[:mid]))  # a cut copy
+    with pytest.raises(DatasetError, match=r"bytes, its sidecar recorded"):
+        FfcvEvalLoader(split, path, view_size=64, batch_size=8)

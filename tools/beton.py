@@ -17,7 +17,8 @@ decode, resize and encode each image into a temporary blob; images that cannot b
 skipped and listed. Pass 2: FFCV's writer copies the encoded bytes of the good images into the
 .beton. Everything is written under temporary names and renamed at the end, so an interrupted
 conversion never leaves a file that looks complete. Beside ``X.beton``: ``X.beton.json`` (what
-is stored and how) and ``X.report.json`` (skipped and converted files).
+is stored and how, and the file's CRC-32 checksum, checked on first open by the ffcv backend and
+by ``lacol-convert --verify``) and ``X.report.json`` (skipped and converted files).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from PIL import Image
 
 from pipelines.decode import check_readable, open_square
 from pipelines.fileio import atomic_json, atomic_path, atomic_write, remove_stale
-from pipelines.formats import FORMAT, beton_path
+from pipelines.formats import FORMAT, beton_path, checksum
 from pipelines.sources import DATASETS, DatasetError, Split, load_split
 
 @dataclass
@@ -213,6 +214,7 @@ def convert_split(split: Split, dataset: str, split_name: str, out: str | Path, 
     # the sidecar is the mark of a complete .beton: written last, so it goes first
     sidecar = out.with_name(out.name + ".json")
     sidecar.unlink(missing_ok=True)
+    out.with_name(out.name + ".verified").unlink(missing_ok=True)
     workers = workers or os.cpu_count() or 1
     blob = out.with_name(out.name + f".jpeg-tmp-{os.getpid()}")
     result = ConvertResult(out, 0)
@@ -250,13 +252,14 @@ def convert_split(split: Split, dataset: str, split_name: str, out: str | Path, 
                     ffcv_writer.tqdm = saved_tqdm
                     _RichTqdm.progress = None
             result.num_samples = int(len(good))
+            digest = checksum(tmp)  # of the bytes about to be renamed into place
             result.seconds = time.perf_counter() - t0
             meta = {"format": FORMAT, "dataset": dataset, "split": split_name, "num_samples": result.num_samples,
                     "source_images": n, "source": str(split.root) if split.root else split.name,
                     "fields": {"image": type(image_field).__name__, "label": "IntField",
                                "clean_label": "IntField (-1: unknown)", "index": "IntField (row of the source split)"},
                     "image": image_meta, "classes": list(split.classes), "skipped": len(result.skipped),
-                    "converted": len(result.converted), "seconds": round(result.seconds, 2),
+                    "converted": len(result.converted), "seconds": round(result.seconds, 2), "checksum": digest,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         atomic_json(sidecar, meta)  # after the .beton's rename: a sidecar means the .beton beside it is whole
     finally:

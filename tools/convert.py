@@ -7,6 +7,9 @@
         each split to OUT/{dataset}_{split}.beton (tools/beton.py: fields, image storage, reports)
     lacol-convert clothing1m --to dali --root data/clothing1m --out data/dali
         each split's decodable files to OUT/clothing1m_{split}.dali.txt, for the dali backend
+    lacol-convert --verify data/ffcv/*.beton   (or: lacol-convert verify ...)
+        re-read each .beton and check it against the checksum its sidecar recorded at conversion
+        (the ffcv backend checks once per file on first open and leaves X.beton.verified beside it)
 """
 from __future__ import annotations
 
@@ -47,8 +50,16 @@ def main(argv=None) -> int:
         s.add_argument("--max-bad", type=float, default=0.01,
                        help="fail when more than this fraction of a split's images cannot be decoded")
         s.add_argument("--no-progress", action="store_true")
+    s = sub.add_parser("verify", help="check .beton files against their recorded checksums")
+    s.add_argument("paths", nargs="+", metavar="FILE.beton")
+    command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--verify"]:
+        argv[0] = "verify"
     a = p.parse_args(argv)
-    if argv is None:  # the command line: a plain kill (SIGTERM) unwinds, so temporary files are removed
+    if a.cmd == "verify":
+        return _verify(a.paths)
+    if command_line:  # a plain kill (SIGTERM) unwinds, so temporary files are removed
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.workers is None:
         a.workers = os.cpu_count() or 1
@@ -71,6 +82,21 @@ def main(argv=None) -> int:
         n = a.num_train + a.num_val + a.num_test
         print(f"wrote {n} images to {out} in {time.perf_counter() - t:.1f} s")
     return 0
+
+
+def _verify(paths) -> int:
+    """Each .beton re-read in full against its sidecar's checksum; exit 2 if any differs."""
+    from pipelines.formats import verify_beton
+
+    bad = 0
+    for path in paths:
+        try:
+            c = verify_beton(path, force=True)
+            print(f"{path}: ok ({c['bytes']:,} bytes, crc32 {c['crc32']})")
+        except (DatasetError, OSError) as e:
+            bad += 1
+            print(f"lacol-convert: {e}", file=sys.stderr)
+    return 2 if bad else 0
 
 
 def _check_args(a) -> str | None:
