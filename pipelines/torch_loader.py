@@ -16,7 +16,7 @@ from .augment import Augmenter
 from .batch import EvalBatch
 from .decode import decode_square
 from .sharding import batch_seed, num_batches, shard_indices, upload, view_batch, view_seed
-from .sources.base import Split
+from .sources.base import DatasetError, Split
 from .views import ViewSpec, eval_view
 
 log = logging.getLogger(__name__)
@@ -48,21 +48,40 @@ class _DecodedBatches(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, item: tuple[int, list[int]]):
+        """(uint8 images or views, their rows, the rows dropped). An unreadable file is dropped
+        and its slot refilled from the split (rows drawn by a generator seeded from the batch, so
+        a resumed epoch refills alike): every batch keeps its size, so no batch is empty and,
+        with several processes, every rank's batches stay the size the loss's all-gather expects."""
         batch_no, indices = item
+        indices = list(indices)
         out = np.zeros((len(indices), self.size, self.size, 3), dtype=np.uint8)
-        ok = np.ones(len(indices), dtype=bool)
-        for j, i in enumerate(indices):
-            try:
-                out[j] = decode_square(self.split.path(i), self.size, root=self.split.root)
-            except Exception:  # missing, truncated or foreign file: counted and skipped
-                ok[j] = False
+        dropped: list[int] = []
+        refill = None
+        for j in range(len(indices)):
+            while True:
+                try:
+                    out[j] = decode_square(self.split.path(indices[j]), self.size, root=self.split.root)
+                    break
+                except Exception:  # missing, truncated or foreign file: counted, dropped and refilled
+                    dropped.append(indices[j])
+                    if len(dropped) > MAX_REFILL * len(indices):
+                        raise DatasetError(
+                            f"{self.split.name}: {len(dropped)} unreadable files while filling one batch of "
+                            f"{len(indices)} (e.g. {self.split.path(dropped[0])}): is data.root the right folder? "
+                            f"check it with lacol-convert {self.split.name.split('/')[0]} --to ffcv") from None
+                    refill = refill or np.random.default_rng([self.seed, batch_no, 0x5EED])
+                    indices[j] = int(refill.integers(len(self.split)))
         index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        dropped_rows = torch.as_tensor(dropped, dtype=torch.int64)
         x = torch.from_numpy(out)
         if self.augment is None:
-            return x, index, torch.from_numpy(ok)
+            return x, index, dropped_rows
         self.augment.reseed(batch_seed(self.seed, batch_no))
-        keep = torch.from_numpy(ok)
-        return self.augment(x[keep] if not ok.all() else x, alloc=shared_empty, num_views=self.num_views), index, keep
+        return self.augment(x, alloc=shared_empty, num_views=self.num_views), index, dropped_rows
+
+
+MAX_REFILL = 8
+"""Refill draws allowed per slot of a batch before the data is judged unusable."""
 
 
 def _as_batch(batch):
@@ -71,7 +90,8 @@ def _as_batch(batch):
 
 class _Batches:
     """One rank's batches: uint8 images (B, H, W, C), or finished views when the workers augment,
-    with their dataset indices. Unreadable files are counted, named in a warning and dropped."""
+    with their dataset indices. Unreadable files are counted, named in a warning, dropped and
+    their slots refilled (``_DecodedBatches``), so batches keep the size ``shard_indices`` gave."""
 
     def __init__(self, split: Split, *, batch_size: int, rank: int, world: int, seed: int,
                  shuffle: bool, drop_last: bool, num_workers: int, decode_size: int,
@@ -108,15 +128,12 @@ class _Batches:
             num_workers=self.num_workers, collate_fn=_as_batch, prefetch_factor=self.prefetch,
             pin_memory=torch.cuda.is_available() and self.decoded.augment is None,
         )
-        for (x, index, ok), (batch_no, _) in zip(loader, numbered):
-            if not bool(ok.all()):
-                bad = index[~ok].tolist()
+        for (x, index, dropped), (batch_no, _) in zip(loader, numbered):
+            if len(dropped):
+                bad = dropped.tolist()
                 self.skipped += [str(self.split.path(i)) for i in bad]
-                log.warning("skipped %d unreadable image(s), e.g. %s (%d so far)", len(bad),
-                            self.split.path(bad[0]), len(self.skipped))
-                index = index[ok]
-                if self.decoded.augment is None:
-                    x = x[ok]
+                log.warning("skipped %d unreadable image(s), e.g. %s (%d so far); their slots refilled from "
+                            "the split", len(bad), self.split.path(bad[0]), len(self.skipped))
             yield x, index, batch_no
 
 

@@ -112,3 +112,29 @@ def test_two_machines_on_loopback(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
     summary = json.loads((tmp_path / "nodes" / "summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["epochs"] == 2
+
+
+def test_two_ranks_train_through_unreadable_files(tmp_path, clothing_root):
+    """Clothing1M-layout JPEGs, a fifth of them unreadable, two gloo ranks: the reference loader
+    refills each dropped slot from the split, so both ranks' batches keep the size the loss's
+    all-gather assumes and the run finishes, naming the files it skipped."""
+    import shutil
+
+    from pipelines.sources import clothing1m
+
+    root = tmp_path / "c1m"
+    shutil.copytree(clothing_root, root)
+    split = clothing1m.load("noisy_train", root)
+    for i in range(0, 160, 5):
+        split.path(i).write_bytes(b"")
+    p = run(launch("-m", "lacol.cli", "train", "--config", "configs/clothing1m.yaml", f"data.root={root}",
+                   "data.decode_size=40", "data.image_size=32", "data.batch_size=16", "data.num_workers=1",
+                   "data.eval_batch_size=32", "model.arch=small_cnn", "optim.epochs=1", "optim.milestones=[]",
+                   "train.mixed_precision=no", "train.threads=1", "train.cpu=true", "train.progress=false",
+                   "train.log_every=1", f"train.out_dir={tmp_path}", "train.name=bad", port=free_port()))
+    summary = json.loads((tmp_path / "bad" / "summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["epochs"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["kind"] == "step"]
+    assert len(steps) == 160 // 32  # 5 full global batches of 2 x 16
+    assert "unreadable image" in p.stderr and any(str(split.path(i)) in p.stderr for i in range(0, 160, 5))

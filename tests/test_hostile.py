@@ -187,8 +187,8 @@ def test_entries_leaving_the_root_or_not_regular_are_never_read(clothing_root, t
 
     split = clothing1m.load("noisy_train", _escaping_root(clothing_root, tmp_path))
     loader = TorchLoader(split, lacol_views(64), batch_size=32, decode_size=72, num_workers=1)
-    assert sum(len(b) for b in loader) == 160 - 4
-    assert sorted(loader.skipped) == sorted(str(split.path(i)) for i in (3, 5, 7, 9))
+    assert sum(len(b) for b in loader) == 160  # refilled from the split
+    assert set(loader.skipped) == {str(split.path(i)) for i in (3, 5, 7, 9)}
 
 
 def test_the_converter_reports_them_and_stores_none(clothing_root, tmp_path):

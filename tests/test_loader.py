@@ -5,7 +5,7 @@ import torch
 from pipelines.views import lacol_views
 from pipelines.batch import ViewBatch
 from pipelines.sharding import shard_indices
-from pipelines.sources import clothing1m
+from pipelines.sources import DatasetError, clothing1m
 from pipelines.torch_loader import TorchEvalLoader, TorchLoader
 
 
@@ -70,10 +70,34 @@ def test_corrupt_files_are_counted_and_skipped(clothing_root, tmp_path, caplog):
     split.path(5).write_bytes(split.path(5).read_bytes()[:200])          # truncated
     split.path(7).unlink()                                               # missing
     loader = TorchLoader(split, lacol_views(64), batch_size=32, decode_size=72, num_workers=1)
-    total = sum(len(b) for b in loader)
-    assert total == 160 - 3
-    assert sorted(loader.skipped) == sorted(str(split.path(i)) for i in (3, 5, 7))
+    sizes = [len(b) for b in loader]
+    assert sizes == [32] * 5  # dropped and refilled: every batch full
+    assert set(loader.skipped) == {str(split.path(i)) for i in (3, 5, 7)}
     assert "skipped" in caplog.text
+
+
+def test_bad_files_keep_every_ranks_batches_full_and_resume_alike(clothing_root, tmp_path):
+    """With two ranks and a third of the files unreadable, each rank's batches keep the size the
+    loss's all-gather expects, hold no unreadable row, and refill the same way when resumed."""
+    import shutil
+    root = tmp_path / "c1m"
+    shutil.copytree(clothing_root, root)
+    split = clothing1m.load("noisy_train", root)
+    bad = set(range(0, 160, 3))
+    for i in bad:
+        split.path(i).write_bytes(b"not an image")
+    for rank in (0, 1):
+        loader = TorchLoader(split, lacol_views(32), batch_size=16, decode_size=40, num_workers=1, rank=rank,
+                             world=2, seed=4)
+        batches = list(loader)
+        assert [len(b) for b in batches] == [16] * 5
+        assert not bad & {int(i) for b in batches for i in b.index}
+        loader.set_epoch(0, start=3)
+        assert [torch.equal(a.index, b.index) for a, b in zip(batches[3:], loader)] == [True, True]
+    for i in range(160):
+        split.path(i).write_bytes(b"")
+    with pytest.raises(DatasetError, match="unreadable files while filling one batch"):
+        next(iter(TorchLoader(split, lacol_views(32), batch_size=16, decode_size=40, num_workers=1)))
 
 
 def test_sharding_two_ranks_disjoint_and_complete():
