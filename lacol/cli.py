@@ -187,6 +187,12 @@ def main(argv=None) -> int:
     except (ConfigError, DatasetError, WeightsError, FileNotFoundError, FileExistsError) as e:
         print(f"lacol {args.cmd}: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an output folder that is read-only, full, or a file: name it, not a traceback
+        if e.filename is None:
+            raise
+        print(f"lacol {args.cmd}: {e.filename}: {e.strerror}; choose a writable folder with space "
+              f"(train.out_dir), or free some", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

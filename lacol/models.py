@@ -226,13 +226,24 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"model.pretrained={path}: no such file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+    except Exception as e:  # truncated, not a weights file, or holding objects weights_only refuses
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "weights_only" in str(e):  # never suggest torch's own advice (weights_only=False runs code)
+            first = "damaged, or holding pickled objects beyond tensors, which are not run"
+        raise WeightsError(f"model.pretrained={path}: not a readable {path.suffix or 'weights'} file ({first}); "
+                           f"download it again or point model.pretrained at a .pth or .safetensors of "
+                           f"torchvision's key names") from None
+    if not (isinstance(state, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items())):
+        raise WeightsError(f"model.pretrained={path}: holds {type(state).__name__}, not a dict of named tensors "
+                           f"(a state_dict); save model.state_dict(), not the model")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = encoder.state_dict()
     skipped = [k for k in ("fc.weight", "fc.bias") if k in state and state[k].shape != own[k].shape]

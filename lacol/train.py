@@ -145,7 +145,7 @@ class Trainer:
         self.loader = make_loader(d, self.split, train_views(d, strong), rank=rank, world=world, device=device,
                                   seed=cfg.train.seed, dtype=dtype)
         if len(self.loader) == 0:
-            raise ValueError(f"data.batch_size={d.batch_size} x {world} processes exceeds the "
+            raise ConfigError(f"data.batch_size={d.batch_size} x {world} processes exceeds the "
                              f"{len(self.split)} training samples: lower the batch size")
         evals = eval_splits(d) if val is None else {"val": val, **eval_splits(d)}  # validation first
         empty = [name for name, e in evals.items() if len(e) == 0]

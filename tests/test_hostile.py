@@ -314,3 +314,47 @@ def test_one_line_errors_for_a_bad_recipe_and_bad_images(tmp_path, capsys):
         assert lacol(["predict", "--run", str(run), str(f)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("lacol predict: ") and str(f) in err and "Traceback" not in err
+
+
+def test_bad_pretrained_files_too_large_a_batch_and_an_unwritable_out_dir_are_one_line(tmp_path, capsys):
+    """A cut or foreign ``model.pretrained`` file, a batch larger than the data, and an output
+    folder that cannot be written (here a file where the folder should be): exit 2, one line
+    naming the file or key, no traceback."""
+    from test_train import RECIPE, SMALL
+
+    from lacol.cli import main as lacol
+
+    good = {"conv1.weight": torch.zeros(2, 2)}
+    from safetensors.torch import save_file
+
+    save_file(good, str(tmp_path / "w.safetensors"))
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "w.safetensors").read_bytes()[:40])
+    torch.save(good, tmp_path / "w.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "w.pth").read_bytes()[:100])
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    (tmp_path / "afile").write_text("")
+    base = ["train", "--config", str(RECIPE), *SMALL, f"train.out_dir={tmp_path}"]
+    cases = {"model.pretrained=" + str(tmp_path / "cut.safetensors"): "not a readable .safetensors file",
+             "model.pretrained=" + str(tmp_path / "cut.pth"): "not a readable .pth file",
+             "model.pretrained=" + str(tmp_path / "list.pth"): "holds list, not a dict of named tensors",
+             "data.batch_size=100000": "data.batch_size=100000 x 1 processes exceeds",
+             f"train.out_dir={tmp_path / 'afile'}": "afile/x: Not a directory"}
+    for override, message in cases.items():
+        assert lacol([*base, "train.name=x", override]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("lacol train: ") and message in err and "Traceback" not in err, err
+        assert "weights_only set to `False`" not in err  # never torch's advice to run the file's code
+
+
+def test_bench_on_a_bad_root_is_one_line(tmp_path, capsys):
+    from tools.bench import main as bench
+
+    assert bench(["loader", "--root", str(tmp_path / "none"), "--backends", "torch", "--batches", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lacol-bench loader: ") and "category_names_eng.txt" in err and "Traceback" not in err
+    from tools.convert import main as convert
+
+    (tmp_path / "afile").write_text("")
+    assert convert(["fashion_mnist", "--to", "ffcv", "--out", str(tmp_path / "afile"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lacol-convert: ") and "afile" in err and "writable --out" in err

@@ -375,9 +375,16 @@ def main(argv=None) -> int:
     if a.cmd == "audit":
         if a.folds < 2 or a.jobs < 1 or not 0 < a.rate < 1:
             p.error("audit: --folds >= 2, --jobs >= 1, --rate in (0, 1)")
-        return bench_audit(a)
-    return {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert, "kernel": bench_kernel,
-            "sampler": bench_sampler, "step": bench_step, "train": bench_train}[a.cmd](a)
+    from lacol.config import ConfigError
+    from pipelines.sources import DatasetError
+
+    fn = {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert, "kernel": bench_kernel,
+          "sampler": bench_sampler, "step": bench_step, "train": bench_train, "audit": bench_audit}[a.cmd]
+    try:
+        return fn(a)
+    except (DatasetError, ConfigError, FileNotFoundError) as e:  # a bad --root or recipe: one line
+        print(f"lacol-bench {a.cmd}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

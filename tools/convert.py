@@ -137,6 +137,11 @@ def _convert(a) -> int:
     except DatasetError as e:
         print(f"lacol-convert: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # --out read-only, full, or a file
+        if e.filename is None:
+            raise
+        print(f"lacol-convert: {e.filename}: {e.strerror}; choose a writable --out with space", file=sys.stderr)
+        return 2
     for r in results:
         print(f"{r.path}: {r.num_samples} images, {len(r.skipped)} skipped, {len(r.converted)} "
               f"{'converted to RGB' if a.to == 'ffcv' else 'not RGB JPEG (decodable)'} "
