@@ -190,7 +190,9 @@ class OptimConfig:
     grad_accum: int = 1
     """Micro-batches accumulated per optimiser step. The gradient is that of the accumulated
     global batch; selection, class weights, negatives and L_SC are computed per micro-batch
-    (batch_size x processes), as on a machine that holds only that many samples."""
+    (batch_size x processes), as on a machine that holds only that many samples. Windows start
+    at each epoch's first batch (the last is cut short), so checkpoints never hold a pending
+    gradient."""
 
 
 @dataclass

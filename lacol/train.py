@@ -7,6 +7,7 @@ same batches and views. The run folder (``run.py``) writes on the main process o
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -106,8 +107,10 @@ def setup(cfg: Config):
     # the embedding head is idle in warm-up epochs (and in the lambda_MS = lambda_SC = 0 ablation):
     # DDP must not wait for its gradients
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # optim.grad_accum is done by Trainer.step, not Accelerate: its windows would run across epoch
+    # ends (our loaders are not Accelerate's), leaving gradients pending at an epoch-end checkpoint
     accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=on_cpu, kwargs_handlers=[ddp],
-                              gradient_accumulation_steps=cfg.optim.grad_accum, step_scheduler_with_optimizer=False)
+                              step_scheduler_with_optimizer=False)
     set_seed(t.seed)
     return accelerator
 
@@ -246,10 +249,11 @@ class Trainer:
         self.counts = [0, 0, 0.0] if part is None else part["counts"]  # steps, samples, seconds before a resume
         t0 = time.perf_counter()
         self.t_last, self.t_epoch = t0, t0
+        self.ckpt_mark = state.global_step // max(t.checkpoint_every, 1)
         for batch in self.loader:
             # the schedule is a function of the position in training, so it survives a change of world size
             lr = o.lr * lr_factor(self.cfg, epoch + (state.step_in_epoch // o.grad_accum * o.grad_accum) / steps)
-            out = self.step(batch, epoch, lr)
+            out, stepped = self.step(batch, epoch, lr, steps)
             self.counts[0] += 1
             self.counts[1] += len(batch) * self.acc.num_processes
             for k, v in (("loss", out.value), *out.terms.items()):
@@ -258,7 +262,10 @@ class Trainer:
                 self.sel_tot += out.selection
             if state.global_step % t.log_every == 0:
                 self.log_step(epoch, lr, out, len(batch) * self.acc.num_processes)
-            if t.checkpoint_every and state.global_step % t.checkpoint_every == 0 and self.acc.sync_gradients:
+            # at the first window end in each block of checkpoint_every steps (with grad_accum 1:
+            # every checkpoint_every steps)
+            if t.checkpoint_every and stepped and state.global_step // t.checkpoint_every != self.ckpt_mark:
+                self.ckpt_mark = state.global_step // t.checkpoint_every
                 self.checkpoint()
         n_steps, n_samples = self.counts[0], self.counts[1]
         dt = self.counts[2] + time.perf_counter() - t0
@@ -268,19 +275,29 @@ class Trainer:
         self.sums, self.sel_tot, self.counts = {}, None, None  # the epoch-end checkpoint carries no partial epoch
         return stats
 
-    def step(self, batch, epoch: int, lr: float):
+    def step(self, batch, epoch: int, lr: float, steps: int):
+        """One micro-batch; the optimiser steps at the end of each ``optim.grad_accum`` window.
+        Windows start at each epoch's first batch and the last one of an epoch is cut short, so no
+        gradient is pending at an epoch end or a checkpoint (taken at window ends only), and a
+        resume starts a window. Each micro-batch's loss is divided by its window's length: the
+        step follows the mean over the window (the losses' batch statistics stay per micro-batch).
+        Returns (the step's output, whether the optimiser stepped)."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        with self.acc.accumulate(self.model):
-            out = self.method(self.model, batch, epoch, self.state.step_in_epoch)
+        accum, i = self.cfg.optim.grad_accum, self.state.step_in_epoch
+        window = min(accum, steps - (i - i % accum))
+        last = i % accum == window - 1
+        with contextlib.nullcontext() if last else self.acc.no_sync(self.model):  # DDP all-reduces at the end
+            out = self.method(self.model, batch, epoch, i)
             if self.evidence is not None and out.p_weak is not None:
                 self.evidence.record(epoch, batch.index, out.p_weak, batch.label, out.selected)
-            self.acc.backward(out.loss)
+            self.acc.backward(out.loss / window if window > 1 else out.loss)
+        if last:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.state.step_in_epoch += 1
         self.state.global_step += 1
-        return out
+        return out, last
 
     def write_heldout(self) -> None:
         """The held-out fold's predicted probabilities (evaluation view, final weights):

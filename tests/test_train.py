@@ -183,3 +183,29 @@ def test_resume_across_the_warmup_boundary_is_exact(tmp_path):
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_grad_accum_windows_close_at_epoch_ends_and_resume_exactly(tmp_path):
+    """optim.grad_accum=3 over 32 batches an epoch: windows of 3 from each epoch's first batch,
+    the last cut to 2, checkpoints at window ends only. Resuming from a mid-epoch checkpoint
+    ends with the uninterrupted run's weights (nothing was pending when it was written)."""
+    import shutil
+
+    common = [*SMALL, "optim.epochs=2", "optim.grad_accum=3", "train.checkpoint_every=10",
+              "train.keep_checkpoints=100", f"train.out_dir={tmp_path}"]
+    train(load_config(RECIPE, [*common, "train.name=whole"]))
+    steps = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "whole" / "checkpoints").glob("step_*"))
+    assert steps == [12, 21, 30, 32, 41, 50, 62, 64]  # window ends (3, 6, .., 30, 32; then 35, .., 62, 64)
+    shutil.copytree(tmp_path / "whole", tmp_path / "split")
+    for p in (tmp_path / "split" / "checkpoints").glob("step_*"):
+        if int(p.name.split("_")[1]) > 41:
+            shutil.rmtree(p)
+    for f in ("model.safetensors", "best.safetensors", "summary.json"):
+        (tmp_path / "split" / f).unlink(missing_ok=True)
+    train(load_config(RECIPE, [*common, "train.name=split"]), resume=True)
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    one = train(load_config(RECIPE, [*SMALL, "optim.epochs=2", f"train.out_dir={tmp_path}", "train.name=one"]))
+    c = load_file(str(tmp_path / "one" / "model.safetensors"))
+    assert not all(torch.equal(a[k], c[k]) for k in a) and one["epochs"] == 2  # accumulation changed the steps
