@@ -109,3 +109,20 @@ def test_bench_audit_beside_cleanlab_on_folds(tmp_path, capsys):
         assert 0 <= r[arm]["f1"] <= 1 and r[arm]["train_seconds"] > 0
     assert (r["lacol"]["runs"], r["cleanlab"]["runs"]) == (1, 2)
     assert "cleanlab" in capsys.readouterr().out
+
+
+def test_bench_step_times_the_recording_side_by_side(capsys):
+    """``lacol-bench step --audit ROWS``: the same step without and with recording; the
+    recording really writes the batch's rows."""
+    from tools.bench import main as bench
+    from tools.bench_step import _step
+
+    run_step, evidence = _step("small_cnn", 28, 16, "cpu", dtype="fp32", compile=False, classes=10, kernel="torch",
+                               audit_rows=1000)
+    run_step(False)
+    assert (evidence.prob < 0).all()
+    run_step(True)
+    assert int((evidence.prob >= 0).sum()) == 16 and int((evidence.code >= 0).sum()) == 16
+    assert bench(["step", "--arch", "small_cnn", "--size", "28", "--batch-size", "16", "--dtype", "fp32",
+                  "--audit", "1000", "--steps", "2", "--warmup", "1", "--rounds", "2"]) == 0
+    assert "with / without:" in capsys.readouterr().out

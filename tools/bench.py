@@ -238,9 +238,23 @@ def bench_step(a) -> int:
     from tools.bench_step import step_rate
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    if a.audit:
+        import statistics
+
+        from tools.bench_step import audit_cost
+
+        off, on = audit_cost(a.arch, a.size, a.batch_size, device, rows=a.audit, dtype=a.dtype, steps=a.steps,
+                             warmup=a.warmup, rounds=a.rounds)
+        mo, mn = statistics.median(off), statistics.median(on)
+        print(f"step: {a.arch} {a.size} px, batch {a.batch_size} x 3 views, {a.dtype} ({where}); {a.rounds} "
+              f"alternating blocks of {a.steps} steps each\n"
+              f"  without the audit's recording: {mo:,.1f} samples/s (median; blocks {min(off):,.1f}-{max(off):,.1f})\n"
+              f"  with it ({a.audit:,} rows):     {mn:,.1f} samples/s (median; blocks {min(on):,.1f}-{max(on):,.1f})\n"
+              f"  with / without: {mn / mo:.3f}")
+        return 0
     rate = step_rate(a.arch, a.size, a.batch_size, device, dtype=a.dtype, compile=a.compile, kernel=a.kernel,
                      steps=a.steps, warmup=a.warmup)
-    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"step: {a.arch} {a.size} px, batch {a.batch_size} x 3 views, {a.dtype}, compile={a.compile}, "
           f"loss.kernel={a.kernel}: {rate:,.0f} samples/s ({where})")
     return 0
@@ -341,6 +355,9 @@ def main(argv=None) -> int:
     s.add_argument("--device", default=None)
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--warmup", type=int, default=5)
+    s.add_argument("--audit", type=int, default=0, metavar="ROWS",
+                   help="time the step without and with the label audit's recording into ROWS rows, side by side")
+    s.add_argument("--rounds", type=int, default=5, help="with --audit: alternating blocks of each")
     s = sub.add_parser("train", help="the trainer fed by real backends, beside the step ceiling")
     s.add_argument("--root", default="data/bench_clothing1m")
     s.add_argument("--backends", type=lambda v: v.split(","), default=["torch"])

@@ -32,9 +32,12 @@ def _timed(run_step, steps: int, warmup: int, device) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def step_rate(arch: str, size: int, batch: int, device, *, dtype: str = "bf16", compile: bool = False,
-              classes: int = 14, kernel: str = "torch", steps: int = 20, warmup: int = 5) -> float:
-    """samples/s of one three-view LaCoL step on device-resident synthetic batches."""
+def _step(arch: str, size: int, batch: int, device, *, dtype: str, compile: bool, classes: int, kernel: str,
+          audit_rows: int = 0):
+    """(run_step, evidence): one three-view LaCoL step on device-resident synthetic batches;
+    ``run_step(record=True)`` also records the label audit's evidence of the batch (rows drawn
+    from ``audit_rows``) as the trainer does."""
+    from lacol.audit import Evidence
     from lacol.config import LossConfig
     from lacol.losses import Method
     from lacol.models import build_model
@@ -53,17 +56,43 @@ def step_rate(arch: str, size: int, batch: int, device, *, dtype: str = "bf16", 
              .contiguous(memory_format=torch.channels_last) for _ in range(3)]
     b = ViewBatch(*views, torch.randint(0, classes, (batch,), device=device, generator=g),
                   torch.arange(batch, device=device))
+    evidence = Evidence(audit_rows, 0, 1, device) if audit_rows else None
+    rows = torch.randperm(max(audit_rows, batch), device=device, generator=g)[:batch] if audit_rows else None
     position = [0]
 
-    def run_step():
+    def run_step(record: bool = False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
             out = method(model, b, epoch=0, step=position[0])
+        if record:
+            evidence.record(0, rows, out.p_weak, b.label, out.selected)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         position[0] += 1
 
+    return run_step, evidence
+
+
+def step_rate(arch: str, size: int, batch: int, device, *, dtype: str = "bf16", compile: bool = False,
+              classes: int = 14, kernel: str = "torch", steps: int = 20, warmup: int = 5) -> float:
+    """samples/s of one three-view LaCoL step on device-resident synthetic batches."""
+    run_step, _ = _step(arch, size, batch, device, dtype=dtype, compile=compile, classes=classes, kernel=kernel)
     return batch / _timed(run_step, steps, warmup, device)
+
+
+def audit_cost(arch: str, size: int, batch: int, device, *, rows: int, dtype: str = "bf16", classes: int = 14,
+               steps: int = 20, warmup: int = 5, rounds: int = 5) -> tuple[list[float], list[float]]:
+    """The step without and with the audit's recording (``train.audit``), side by side on one
+    model: ``rounds`` alternating blocks of ``steps`` each; samples/s per block of each."""
+    run_step, _ = _step(arch, size, batch, device, dtype=dtype, compile=False, classes=classes, kernel="torch",
+                        audit_rows=rows)
+    off, on = [], []
+    for _ in range(warmup):
+        run_step(True)
+    for r in range(rounds):
+        for record in ((False, True) if r % 2 == 0 else (True, False)):  # alternate which goes first
+            (on if record else off).append(batch / _timed(lambda: run_step(record), steps, 0, device))
+    return off, on
 
 
 def train_rate(root: str, backend: str, arch: str, size: int, batch: int, *, workers: int, steps: int,

@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     r = report["results"]
     r["step"] = _run(["step", "--batch-size", bs])
     r["step_compiled"] = _run(["step", "--batch-size", bs, "--compile"])
+    # the label audit's recording at Clothing1M's size, side by side with the plain step
+    r["step_audit"] = _run(["step", "--batch-size", bs, "--audit", "1000000", "--rounds", "6"])
     r["loader"] = _run(["loader", "--root", str(root), "--backends", ",".join(backends), "--device", "cuda",
                         "--batch-size", bs, "--workers", "8", "--threads", "8", "--batches", "10", "--repeats", "1"])
     r["train"] = _run(["train", "--root", str(root), "--backends", ",".join(backends), "--batch-size", bs,
