@@ -12,7 +12,7 @@ from pipelines.decode import decode_square
 from pipelines.views import eval_view
 
 from .config import read_run_config
-from .models import build_model
+from .models import WeightsError, build_model
 
 
 def load_run(run: str | Path, weights: str = "model.safetensors"):
@@ -27,7 +27,13 @@ def load_run(run: str | Path, weights: str = "model.safetensors"):
     info = json.loads((run / "dataset.json").read_text())
     model = build_model(cfg.model.arch, len(info["classes"]), info["channels"], cfg.model.width, cfg.model.embed_dim,
                         embed_from=cfg.model.embed_from)
-    model.load_state_dict(load_file(str(run / weights)))
+    try:
+        model.load_state_dict(load_file(str(run / weights)))
+    except Exception as e:  # cut or foreign file, or weights of another network
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{run / weights}: cannot be loaded into this run's {cfg.model.arch} ({first}); "
+                           f"the file is damaged or from another run: use model.safetensors or best.safetensors "
+                           f"as the run wrote them") from None
     return cfg, model.eval(), info
 
 

@@ -358,3 +358,20 @@ def test_bench_on_a_bad_root_is_one_line(tmp_path, capsys):
     assert convert(["fashion_mnist", "--to", "ffcv", "--out", str(tmp_path / "afile"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lacol-convert: ") and "afile" in err and "writable --out" in err
+
+
+def test_eval_and_predict_on_damaged_weights_are_one_line(tmp_path, capsys):
+    from test_train import RECIPE, SMALL
+
+    from lacol.cli import main as lacol
+    from lacol.config import load_config
+    from lacol.train import train
+
+    train(load_config(RECIPE, [*SMALL, "optim.epochs=1", "loss.warmup_epochs=1", f"train.out_dir={tmp_path}",
+                               "train.name=run"]))
+    w = tmp_path / "run" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:200])
+    capsys.readouterr()
+    assert lacol(["eval", "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lacol eval: ") and "model.safetensors: cannot be loaded" in err and "Traceback" not in err
