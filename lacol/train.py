@@ -275,17 +275,17 @@ class Trainer:
         self.sums, self.sel_tot, self.counts = {}, None, None  # the epoch-end checkpoint carries no partial epoch
         return stats
 
-    def step(self, batch, epoch: int, lr: float, steps: int):
+    def step(self, batch, epoch: int, lr: float, steps: int | None = None):
         """One micro-batch; the optimiser steps at the end of each ``optim.grad_accum`` window.
         Windows start at each epoch's first batch and the last one of an epoch is cut short, so no
         gradient is pending at an epoch end or a checkpoint (taken at window ends only), and a
         resume starts a window. Each micro-batch's loss is divided by its window's length: the
         step follows the mean over the window (the losses' batch statistics stay per micro-batch).
-        Returns (the step's output, whether the optimiser stepped)."""
+        ``steps``: the epoch's batch count. Returns (the step's output, whether the optimiser stepped)."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         accum, i = self.cfg.optim.grad_accum, self.state.step_in_epoch
-        window = min(accum, steps - (i - i % accum))
+        window = accum if steps is None else min(accum, steps - (i - i % accum))  # None: no epoch end near
         last = i % accum == window - 1
         with contextlib.nullcontext() if last else self.acc.no_sync(self.model):  # DDP all-reduces at the end
             out = self.method(self.model, batch, epoch, i)

@@ -78,7 +78,7 @@ def test_a_non_logging_trainer_step_forces_no_sync(tmp_path):
     trainer.step(next(batches), 0, 0.05)  # the first step creates the optimiser's state
     batch = next(batches)
     with SyncRecorder() as rec:
-        out = trainer.step(batch, 0, 0.05)
+        out, _ = trainer.step(batch, 0, 0.05)
     assert rec.found == [], rec.found
     assert out.selection is not None
 
