@@ -12,7 +12,7 @@ from pipelines.decode import decode_square
 from pipelines.views import eval_view
 
 from .config import read_run_config
-from .models import WeightsError, build_model
+from .models import WeightsError, build_model, first_line
 
 
 def load_run(run: str | Path, weights: str = "model.safetensors"):
@@ -30,8 +30,7 @@ def load_run(run: str | Path, weights: str = "model.safetensors"):
     try:
         model.load_state_dict(load_file(str(run / weights)))
     except Exception as e:  # cut or foreign file, or weights of another network
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise WeightsError(f"{run / weights}: cannot be loaded into this run's {cfg.model.arch} ({first}); "
+        raise WeightsError(f"{run / weights}: cannot be loaded into this run's {cfg.model.arch} ({first_line(e)}); "
                            f"the file is damaged or from another run: use model.safetensors or best.safetensors "
                            f"as the run wrote them") from None
     return cfg, model.eval(), info

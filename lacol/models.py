@@ -18,6 +18,11 @@ class WeightsError(ValueError):
     """A weights file is missing or does not fit the model; the message names the file and key."""
 
 
+def first_line(e: Exception) -> str:
+    """An exception's first message line (a loader's multi-line error in a one-line message)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 class ViewBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d for a batch that concatenates views [weak; strong; strong2].
 
@@ -235,7 +240,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
     except Exception as e:  # truncated, not a weights file, or holding objects weights_only refuses
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         if "weights_only" in str(e):  # never suggest torch's own advice (weights_only=False runs code)
             first = "damaged, or holding pickled objects beyond tensors, which are not run"
         raise WeightsError(f"model.pretrained={path}: not a readable {path.suffix or 'weights'} file ({first}); "

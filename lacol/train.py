@@ -249,7 +249,7 @@ class Trainer:
         self.counts = [0, 0, 0.0] if part is None else part["counts"]  # steps, samples, seconds before a resume
         t0 = time.perf_counter()
         self.t_last, self.t_epoch = t0, t0
-        self.ckpt_mark = state.global_step // max(t.checkpoint_every, 1)
+        mark = state.global_step // max(t.checkpoint_every, 1)  # the checkpoint_every block last saved
         for batch in self.loader:
             # the schedule is a function of the position in training, so it survives a change of world size
             lr = o.lr * lr_factor(self.cfg, epoch + (state.step_in_epoch // o.grad_accum * o.grad_accum) / steps)
@@ -264,8 +264,8 @@ class Trainer:
                 self.log_step(epoch, lr, out, len(batch) * self.acc.num_processes)
             # at the first window end in each block of checkpoint_every steps (with grad_accum 1:
             # every checkpoint_every steps)
-            if t.checkpoint_every and stepped and state.global_step // t.checkpoint_every != self.ckpt_mark:
-                self.ckpt_mark = state.global_step // t.checkpoint_every
+            if t.checkpoint_every and stepped and state.global_step // t.checkpoint_every != mark:
+                mark = state.global_step // t.checkpoint_every
                 self.checkpoint()
         n_steps, n_samples = self.counts[0], self.counts[1]
         dt = self.counts[2] + time.perf_counter() - t0

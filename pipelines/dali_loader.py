@@ -41,7 +41,6 @@ def _dali():
         raise DatasetError("data.backend=dali needs DALI: pip install -e '.[dali]' (nvidia-dali-cuda130)") from e
 
 
-
 def dali_check(paths, num_threads: int = 1, batch: int = 64) -> dict[int, str]:
     """The files among ``paths`` that DALI's own image decoder (CPU, the decoder of the graph
     below when it runs on the CPU) refuses, as {position: reason}; PIL opens formats DALI does
@@ -80,6 +79,7 @@ def dali_check(paths, num_threads: int = 1, batch: int = 64) -> dict[int, str]:
             if reason is not None:
                 bad[i] = f"DALI's decoder refuses it ({reason})"
     return bad
+
 
 def _view(fn, types, img, spec: ViewSpec, hw: tuple[int, int], gray: bool):
     """One view of ``img`` (uint8 HWC) as a DALI graph branch, up to (not including) normalising."""

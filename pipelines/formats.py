@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_json
 from .sources.base import DatasetError, Split
 
 FORMAT = "lacol-ffcv/2"
@@ -61,8 +62,6 @@ def verify_beton(path: str | Path, meta: dict | None = None, *, force: bool = Fa
                            f"damaged or changed after conversion; convert it again (lacol-convert DATASET --to ffcv)")
     _verified[key] = True
     try:
-        from .fileio import atomic_json
-
         atomic_json(stamp, {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "checksum": want})
     except OSError:
         pass  # a read-only data folder: verified again by the next process
