@@ -123,3 +123,23 @@ def test_study_arms_embedding_on_logits_and_negatives_from_any_sample():
 
     neg, valid = sample_negatives(torch.arange(32), 15, torch.Generator().manual_seed(0))
     assert valid.all() and not (neg == torch.arange(32)[:, None]).any()  # never the anchor itself
+
+
+def test_recipe_check_chooses_on_noisy_validation_never_on_test(tmp_path):
+    from tools.sweep import choose_on_val, recipe_table
+
+    def summary(prefix, floor_run, seed, val, test):
+        run = tmp_path / f"{prefix}-fashion_mnist-lacol-instance0.4-s{seed}-n{seed}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({
+            "run": run.name, "method": "lacol", "noise": "instance", "noise_rate": 0.4, "seed": seed,
+            "best_val_acc": val, "best_val_test_acc": test, "final_test_acc": test, "floor": floor_run}))
+
+    for seed in (1, 2):  # the default has the better test accuracy, floor 0.5 the better validation
+        summary("sweep", 0.3, seed, 0.50, 0.90)
+        summary("recipe-floor0.5", 0.5, seed, 0.55, 0.80)
+    assert choose_on_val({"a": [{"best_val_acc": 0.5, "best_val_test_acc": 0.9}],
+                          "b": [{"best_val_acc": 0.6, "best_val_test_acc": 0.1}]}) == "b"
+    table = recipe_table(tmp_path)
+    assert "| instance 40% | 0.5 **chosen** | 1,2 | 55.00 ± 0.00 | 80.00 ± 0.00 |" in table
+    assert "0.3 (default) |" in table and "0.3 (default) **chosen**" not in table
