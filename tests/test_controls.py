@@ -143,3 +143,9 @@ def test_recipe_check_chooses_on_noisy_validation_never_on_test(tmp_path):
     table = recipe_table(tmp_path)
     assert "| instance 40% | 0.5 **chosen** | 1,2 | 55.00 ± 0.00 | 80.00 ± 0.00 |" in table
     assert "0.3 (default) |" in table and "0.3 (default) **chosen**" not in table
+    # the class-weight check reads its own runs only: paper_mean1's are not taken for paper's
+    summary("recipe-weights-paper_mean1", 0.3, 1, 0.40, 0.70)
+    weights = recipe_table(tmp_path, "weights")
+    assert "| instance 40% | balanced (default) **chosen** | 1,2 | 50.00 ± 0.00 |" in weights
+    assert "| instance 40% | paper_mean1 | 1 | 40.00 |" in weights
+    assert "| instance 40% | paper |" not in weights and "0.5" not in weights

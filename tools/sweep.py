@@ -94,12 +94,23 @@ RECIPE = {"floor0.0": ["loss.class_floor=0"], "floor0.1": ["loss.class_floor=0.1
 before the validation split existed) against no floor and its neighbours, chosen again on noisy
 validation."""
 
+WEIGHTS = {"weights-paper": ["loss.class_weight=paper"], "weights-paper_mean1": ["loss.class_weight=paper_mean1"],
+           "weights-none": ["loss.class_weight=none"]}
+"""The class-weight check: the default ``balanced`` against the paper's weights as printed (they sum
+to 1, so they also shrink L_LS about 10x against the metric terms), the same weights rescaled to mean
+1 (the up-weighting alone) and none (the scale alone is then the default's)."""
+
+CHECKS = {"floor": (RECIPE, "floor0.3 (default)", "floor"), "weights": (WEIGHTS, "balanced (default)", "weights-")}
+"""Per check: its candidates, the name of the default's row (the sweep's LaCoL runs) and the prefix
+its row labels drop."""
+
 RECIPE_SETTINGS = (("instance", 0.4), ("symmetric", 0.8))
 
 
 def recipe_jobs(args) -> list[str]:
+    candidates = CHECKS[args.check][0]
     return [_command(args, seed, "lacol", f"recipe-{name}", kind, rate, overrides, "recipe.log")
-            for kind, rate in RECIPE_SETTINGS for seed in args.seeds.split(",") for name, overrides in RECIPE.items()]
+            for kind, rate in RECIPE_SETTINGS for seed in args.seeds.split(",") for name, overrides in candidates.items()]
 
 
 def choose_on_val(candidates: dict[str, list[dict]]) -> str | None:
@@ -109,20 +120,22 @@ def choose_on_val(candidates: dict[str, list[dict]]) -> str | None:
     return max(scored, key=scored.get) if scored else None
 
 
-def recipe_table(out_dir: Path) -> str:
-    """Each class floor's noisy-validation and test accuracy, and the one validation picks."""
+def recipe_table(out_dir: Path, check: str = "floor") -> str:
+    """Each candidate's noisy-validation and test accuracy, and the one validation picks."""
+    options, default_name, strip = CHECKS[check]
     base = load(out_dir, "sweep")
-    rows = ["| noise | class_floor | seeds | best noisy val % (chooses) | test at best val epoch % | final test % |",
+    key = "class_floor" if check == "floor" else "class_weight"
+    rows = [f"| noise | {key} | seeds | best noisy val % (chooses) | test at best val epoch % | final test % |",
             "|---|---|---|---:|---:|---:|"]
     for kind, rate in RECIPE_SETTINGS:
-        candidates = {"floor0.3 (default)": base.get((kind, rate, "lacol"), [])}
-        for name in RECIPE:
+        candidates = {default_name: base.get((kind, rate, "lacol"), [])}
+        for name in options:
             candidates[name] = load(out_dir, f"recipe-{name}").get((kind, rate, "lacol"), [])
         chosen = choose_on_val(candidates)
         for name, rs in candidates.items():
             if rs:
                 mark = " **chosen**" if name == chosen else ""
-                rows.append(f"| {kind} {rate:.0%} | {name.removeprefix('floor')}{mark} | "
+                rows.append(f"| {kind} {rate:.0%} | {name.removeprefix(strip)}{mark} | "
                             f"{','.join(str(r['seed']) for r in rs)} | {mean_std([r['best_val_acc'] for r in rs])} | "
                             f"{mean_std([r['best_val_test_acc'] for r in rs])} | "
                             f"{mean_std([r['final_test_acc'] for r in rs])} |")
@@ -193,6 +206,8 @@ def main(argv=None) -> int:
         rc.add_argument("--config", default="configs/fashion_mnist.yaml")
         rc.add_argument("--seeds", default="1,2")
         rc.add_argument("--out-dir", default="runs/sweep")
+        rc.add_argument("--check", choices=sorted(CHECKS), default="floor",
+                        help="floor: loss.class_floor; weights: loss.class_weight")
     for name, helptext in (("study-jobs", "print the L_MS study's commands"), ("study-table", "the study's table")):
         st = sub.add_parser(name, help=helptext)
         st.add_argument("--config", default="configs/fashion_mnist.yaml")
@@ -208,7 +223,7 @@ def main(argv=None) -> int:
     elif args.cmd == "recipe-jobs":
         print("\n".join(recipe_jobs(args)))
     elif args.cmd == "recipe-table":
-        print(recipe_table(Path(args.out_dir)))
+        print(recipe_table(Path(args.out_dir), args.check))
     elif args.cmd == "study-table":
         print(study_table(Path(args.out_dir), args.noise, args.rate))
     else:
