@@ -100,9 +100,10 @@ WEIGHTS = {"weights-paper": ["loss.class_weight=paper"], "weights-paper_mean1": 
 to 1, so they also shrink L_LS about 10x against the metric terms), the same weights rescaled to mean
 1 (the up-weighting alone) and none (the scale alone is then the default's)."""
 
-CHECKS = {"floor": (RECIPE, "floor0.3 (default)", "floor"), "weights": (WEIGHTS, "balanced (default)", "weights-")}
-"""Per check: its candidates, the name of the default's row (the sweep's LaCoL runs) and the prefix
-its row labels drop."""
+CHECKS = {"floor": (RECIPE, "floor0.3 (default)", "floor", "class_floor"),
+          "weights": (WEIGHTS, "balanced (default)", "weights-", "class_weight")}
+"""Per check: its candidates, the name of the default's row (the sweep's LaCoL runs), the prefix
+its row labels drop and the config key its column names."""
 
 RECIPE_SETTINGS = (("instance", 0.4), ("symmetric", 0.8))
 
@@ -122,15 +123,12 @@ def choose_on_val(candidates: dict[str, list[dict]]) -> str | None:
 
 def recipe_table(out_dir: Path, check: str = "floor") -> str:
     """Each candidate's noisy-validation and test accuracy, and the one validation picks."""
-    options, default_name, strip = CHECKS[check]
-    base = load(out_dir, "sweep")
-    key = "class_floor" if check == "floor" else "class_weight"
+    options, default_name, strip, key = CHECKS[check]
+    runs = {default_name: load(out_dir, "sweep"), **{name: load(out_dir, f"recipe-{name}") for name in options}}
     rows = [f"| noise | {key} | seeds | best noisy val % (chooses) | test at best val epoch % | final test % |",
             "|---|---|---|---:|---:|---:|"]
     for kind, rate in RECIPE_SETTINGS:
-        candidates = {default_name: base.get((kind, rate, "lacol"), [])}
-        for name in options:
-            candidates[name] = load(out_dir, f"recipe-{name}").get((kind, rate, "lacol"), [])
+        candidates = {name: by_setting.get((kind, rate, "lacol"), []) for name, by_setting in runs.items()}
         chosen = choose_on_val(candidates)
         for name, rs in candidates.items():
             if rs:
