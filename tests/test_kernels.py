@@ -16,6 +16,7 @@ from lacol.kernels.ms import ms_loss_fused, reverse_index  # noqa: E402
 from lacol.kernels import sc as sc_kernels  # noqa: E402
 from lacol.kernels.sc import sc_loss_fused  # noqa: E402
 from lacol.losses import label_similarity, ms_loss, sample_negatives, sc_loss  # noqa: E402
+from tools.aot import FORCED  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -50,10 +51,10 @@ def test_ms_kernel_matches_reference(case, deterministic):
     _ms_matches(case, deterministic)
 
 
-@pytest.mark.parametrize("anchors", [1, 5, 8])  # 5 leaves a tail program over 24 anchors
+@pytest.mark.parametrize("config", FORCED["ms"], ids=str)  # 5 anchors leave a tail program over 24
 @pytest.mark.parametrize("deterministic", [True, False])
-def test_ms_kernel_launch_shapes(anchors, deterministic, monkeypatch):
-    monkeypatch.setattr(ms_kernels, "ANCHORS", anchors)
+def test_ms_kernel_launch_shapes(config, deterministic, monkeypatch):
+    monkeypatch.setattr(ms_kernels, "FORCE", config)
     _ms_matches({}, deterministic)
 
 
@@ -111,10 +112,11 @@ def test_sc_kernel_matches_reference(case, rho, kind):
     _close(out, ref, torch.autograd.grad(out, inputs), ref_grads)
 
 
-@pytest.mark.parametrize("tile", [(64, 64), (128, 64), (64, 128)])
-def test_sc_kernel_tile_shapes(tile, monkeypatch):
-    """The tuned tile shapes, each forced, over several row and column tiles and ragged edges."""
-    monkeypatch.setattr(sc_kernels, "TILE", tile)
+@pytest.mark.parametrize("config", FORCED["sc"], ids=str)
+def test_sc_kernel_tile_shapes(config, monkeypatch):
+    """Tile shapes of the tuner, each forced, over several row and column tiles and ragged edges
+    (each fits an A100's and an H100's shared memory: tests/test_aot.py compiles them)."""
+    monkeypatch.setattr(sc_kernels, "FORCE", config)
     p, p_cols, z_s, z_s2, z_cols, offset = _sc_case(b=150, n=290, c=14, d=128, offset=70)
     inputs = (z_s, z_s2, z_cols)
     ref = sc_loss(label_similarity(p, 0.8, p_cols=p_cols, offset=offset), z_s, z_s2, 0.2, z_cols=z_cols,

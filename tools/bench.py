@@ -16,6 +16,9 @@
         samples/s of the trainer fed by each real backend, and its ratio to step (same run)
     lacol-bench sampler [--sizes 1024,4096,16384] [--k 15]
         ms per call of the O(B*K) negative sampler beside the B x B argsort it replaced (one run)
+    lacol-bench aot [--all] [--arch 90,80] [--dtype fp32,bf16]
+        every Triton kernel compiled to cubin for sm_90 and sm_80 without a GPU: shared memory
+        against each chip's limit, registers and spills (tools/aot.py)
     lacol-bench parse --lines 1000000
         seconds to parse a Clothing1M-size noisy_train split (1M keys)
 """
@@ -326,7 +329,8 @@ def bench_sampler(a) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """lacol-bench's command line (``make gpu-check --dry-run`` parses its commands with it)."""
     p = argparse.ArgumentParser(prog="lacol-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -385,9 +389,19 @@ def main(argv=None) -> int:
     s.add_argument("--sc-sizes", type=ints, default=[1024, 4096, 16384])
     s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     s.add_argument("--repeats", type=int, default=20)
-    from .bench_audit import add_parser, bench_audit
+    from .aot import add_parser as add_aot
+    from .bench_audit import add_parser
 
     add_parser(sub)
+    add_aot(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    from .aot import bench_aot
+    from .bench_audit import bench_audit
+
+    p = parser()
     a = p.parse_args(argv)
     if a.cmd == "audit":
         if a.folds < 2 or a.jobs < 1 or not 0 < a.rate < 1:
@@ -396,7 +410,8 @@ def main(argv=None) -> int:
     from pipelines.sources import DatasetError
 
     fn = {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert, "kernel": bench_kernel,
-          "sampler": bench_sampler, "step": bench_step, "train": bench_train, "audit": bench_audit}[a.cmd]
+          "sampler": bench_sampler, "step": bench_step, "train": bench_train, "audit": bench_audit,
+          "aot": bench_aot}[a.cmd]
     try:
         return fn(a)
     except (DatasetError, ConfigError, FileNotFoundError) as e:  # a bad --root or recipe: one line

@@ -19,14 +19,13 @@ Normalisation follows ``F.normalize`` (x / max(||x||, eps)), so a zero row gives
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .tuning import autotuned, launch
+
 EPS = 1e-12
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
@@ -133,20 +132,19 @@ def _ms_bwd_rows_kernel(zs, ref_start, ref_anchor, ref_pos, lse, u_in, g, dzs, D
 # ---------------------------------------------------------------------------- launchers
 
 CONFIGS = [triton.Config({"ANCHORS": a}, num_warps=w) for a in (1, 2, 4, 8) for w in (1, 2, 4)]
-"""Launch shapes tried on a GPU (anchors per program x warps), tuned per (B, D, K)."""
-ANCHORS: int | None = None
-"""Force a number of anchors per program (tests; Triton's interpreter: 4), skipping the tuning."""
-_fwd_tuned = triton.autotune(CONFIGS, key=["B", "D", "K"])(_ms_fwd_kernel)
-_bwd_tuned = triton.autotune(CONFIGS, key=["B", "D", "K", "ATOMIC"], reset_to_zero=["dzs"])(_ms_bwd_anchor_kernel)
+"""Launch shapes tried on a GPU (anchors per program x warps), tuned per (B, D, K); pruned to the
+device's shared memory like L_SC's (``tuning.prune_to_device``)."""
+FORCE: triton.Config | None = None
+"""A configuration to launch with instead of tuning (tests, ``lacol-bench aot``)."""
+INTERPRETED = triton.Config({"ANCHORS": 4})
+"""The shape Triton's interpreter runs (it has no tuner)."""
+_fwd_tuned = autotuned(_ms_fwd_kernel, CONFIGS, ["B", "D", "K"])
+_bwd_tuned = autotuned(_ms_bwd_anchor_kernel, CONFIGS, ["B", "D", "K", "ATOMIC"], reset_to_zero=["dzs"])
 
 
 def _launch(kernel, tuned, b: int, *args, **meta) -> None:
-    """The kernel over ``b`` anchors: autotuned on a GPU, a fixed shape under the interpreter."""
-    if ANCHORS is not None or INTERPRET:
-        a = ANCHORS or 4
-        kernel[(triton.cdiv(b, a),)](*args, ANCHORS=a, **meta)
-    else:
-        tuned[lambda m: (triton.cdiv(b, m["ANCHORS"]),)](*args, **meta)
+    """The kernel over ``b`` anchors."""
+    launch(kernel, tuned, FORCE, INTERPRETED, lambda m: (triton.cdiv(b, m["ANCHORS"]),), *args, **meta)
 
 
 def _blocks(d: int, k: int) -> tuple[int, int]:

@@ -17,14 +17,14 @@ beyond the inputs: O(B) (three per-row statistics) and the normalised probabilit
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+from .tuning import autotuned, launch
+
+INTERPRET = triton.knobs.runtime.interpret
 
 
 @triton.jit
@@ -43,9 +43,13 @@ def _load_rows(p, z, r0, R, C, D, BR: tl.constexpr, BC: tl.constexpr, BD: tl.con
 @triton.jit
 def _mm(x, y, LOWP: tl.constexpr):
     """x @ y on tensor cores: bf16 operands (LOWP) or 3xTF32, fp32 accumulation."""
+    # One return, after both branches: Triton compiles the statements after a constexpr `if`
+    # that returns, so an early return here would still build an fp32 x bf16 dot for bf16 inputs.
     if LOWP:
-        return tl.dot(x.to(tl.bfloat16), y.to(tl.bfloat16))
-    return tl.dot(x, y, input_precision="tf32x3")
+        out = tl.dot(x.to(tl.bfloat16), y.to(tl.bfloat16))
+    else:
+        out = tl.dot(x, y, input_precision="tf32x3")
+    return out
 
 
 @triton.jit
@@ -146,22 +150,29 @@ def _sc_bwd_cols_kernel(p_rows, pc, zs, zs2, zc, lse, wsum, s_own, g, dzc, B, N,
 
 # ---------------------------------------------------------------------------- launchers
 
-CONFIGS = [triton.Config({"BM": m, "BN": n}, num_warps=w, num_stages=st)
-           for m in (64, 128) for n in (64, 128) for w in (4, 8) for st in (2, 3)]
-"""Tile shapes tried on a GPU, tuned per (B, N, C, D, dtype)."""
-TILE: tuple[int, int] | None = None
-"""Force (BM, BN) (tests; Triton's interpreter: (16, 16)), skipping the tuning."""
+CONFIGS = [triton.Config({"BM": m, "BN": n}, num_warps=w, num_stages=st, maxnreg=255)
+           for m, n, w, st in [(64, 64, 8, 2), (64, 64, 8, 3), (64, 64, 4, 2), (64, 32, 8, 2), (64, 32, 4, 3),
+                               (32, 64, 8, 2), (32, 64, 4, 3), (32, 32, 4, 2), (128, 32, 8, 2), (128, 32, 8, 3),
+                               (32, 128, 8, 2), (128, 64, 8, 2), (128, 64, 8, 3), (64, 128, 8, 2),
+                               (64, 128, 8, 3), (128, 128, 8, 2)]]
+"""Tile shapes tried on a GPU, tuned per (B, N, C, D, dtype). Those that do not fit the device's
+shared memory are pruned before timing (``tuning.prune_to_device``): compiled ahead of time at
+D=128 (``lacol-bench aot --all``, BENCHMARKS.md), 11 of the 16 fit an H100/H200 in fp32 and 8 an
+A100; in bf16 all 16 fit both. ``maxnreg=255``: without it the ptxas of Triton's
+wheel gives the fp32 kernels 32 registers on sm_80 (9-17 KB of spills per thread); with it, 255.
+Mostly 8 warps: the fp32 products run as 3xTF32 (three MMAs on split operands), whose operand
+copies fill 255 registers at 4 warps; 8 warps halve each thread's share."""
+FORCE: triton.Config | None = None
+"""A configuration to launch with instead of tuning (tests, ``lacol-bench aot``)."""
+INTERPRETED = triton.Config({"BM": 16, "BN": 16})
+"""The shape Triton's interpreter runs (it has no tuner)."""
 _KEY = ["B", "N", "C", "D", "LOWP"]
-_tuned = {k: triton.autotune(CONFIGS, key=_KEY)(k) for k in (_sc_fwd_kernel, _sc_bwd_rows_kernel, _sc_bwd_cols_kernel)}
+_tuned = {k: autotuned(k, CONFIGS, _KEY) for k in (_sc_fwd_kernel, _sc_bwd_rows_kernel, _sc_bwd_cols_kernel)}
 
 
 def _launch(kernel, rows_of: int, by: str, *args, **meta) -> None:
-    """``kernel`` over ``rows_of`` rows in tiles of ``by`` (BM or BN): autotuned on a GPU."""
-    if TILE is not None or INTERPRET:
-        bm, bn = TILE or (16, 16)
-        kernel[(triton.cdiv(rows_of, {"BM": bm, "BN": bn}[by]),)](*args, BM=bm, BN=bn, **meta)
-    else:
-        _tuned[kernel][lambda m: (triton.cdiv(rows_of, m[by]),)](*args, **meta)
+    """``kernel`` over ``rows_of`` rows in tiles of ``by`` (BM or BN)."""
+    launch(kernel, _tuned[kernel], FORCE, INTERPRETED, lambda m: (triton.cdiv(rows_of, m[by]),), *args, **meta)
 
 
 def _inputs(p, p_cols, z_s, z_s2, z_cols, cosine: bool):
