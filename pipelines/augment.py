@@ -233,6 +233,7 @@ class Augmenter:
         self.views = tuple(views)
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.inv_std = 1.0 / torch.tensor(std, dtype=torch.float32)
+        self._rows: dict = {}  # (device, width) -> normalize's (scale, shift) rows there
         self.out_dtype = out_dtype
         self.planner = Planner(seed)
         self.cpu_chunk = cpu_chunk
@@ -324,8 +325,7 @@ class Augmenter:
         b, h, w, c = x.shape
         # Broadcasting (C,) over an innermost dim of 3 defeats vectorisation; a full-row (W*C,)
         # scale and shift keeps both operands contiguous (~2x faster on CPU, measured).
-        scale = self.inv_std.to(x.device).repeat(w)
-        shift = (-self.mean * self.inv_std).to(x.device).repeat(w)
+        scale, shift = self._affine_rows(x.device, w)
         if out is None:
             out = torch.empty(x.shape, dtype=self.out_dtype, device=x.device)
         flat = out.view(b * h, w * c)
@@ -334,6 +334,17 @@ class Augmenter:
         flat.copy_(x.reshape(b * h, w * c))
         torch.addcmul(shift, flat, scale, out=flat)
         return out
+
+    def _affine_rows(self, device: torch.device, w: int) -> torch.Tensor:
+        """(scale, shift) of ``normalize`` as full (W*C,) rows on ``device``: built once per device
+        and width and kept, so a GPU view costs no host-to-device copy (a pageable ``.to`` per view
+        would make the host wait for the stream, six times per three-view batch)."""
+        key = (device, w)
+        rows = self._rows.get(key)
+        if rows is None:
+            host = torch.stack([self.inv_std.repeat(w), (-self.mean * self.inv_std).repeat(w)])
+            rows = self._rows[key] = upload(host, device)
+        return rows
 
     def _batched(self, x: torch.Tensor, views, alloc) -> list[torch.Tensor]:
         """The batched engine (every non-CPU batch; ``engine="batched"`` on a CPU): the batch's

@@ -194,7 +194,7 @@ class TorchLoader:
         seed = view_seed(self.seed, self.source.epoch, self.rank)
         for x, index, batch_no in self.source:
             if self.augment_in == "workers":
-                views = [v.to(self.device) for v in x]
+                views = [upload(v, self.device) for v in x]  # pinned, non-blocking
             else:
                 self.augment.reseed(batch_seed(seed, batch_no))
                 views = self.augment(upload(x, self.device), num_views=self.num_views)
