@@ -124,18 +124,18 @@ class _Epochs:
         _dali()
         self.split, self.views, self.batch_size = split, tuple(views), batch_size
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # DALI's device_id is an index
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.num_workers, self.decode_size, self.hw_decoder_load = num_workers, decode_size, hw_decoder_load
         self.rows = np.arange(len(split)) if rows is None else rows  # the rows the backend may read
         self.gray = split.channels == 1
         self.hw = split.images.shape[1:3] if split.images is not None else (decode_size, decode_size)
 
-    def run(self, order: np.ndarray, seed: int, num_views: int | None = None):
-        """Yield (views as torch tensors, rows) for the rows ``order`` (a multiple of the batch
-        size, or the last batch short): every view, or the first ``num_views``."""
+    def pipeline(self, order: np.ndarray, seed: int, num_views: int | None = None):
+        """The DALI pipeline (not built) that reads the rows ``order``: every view, or the first
+        ``num_views``; on the GPU of ``device`` or on the CPU."""
         from nvidia.dali import fn, pipeline_def, types
 
-        if not len(order):
-            return
         gpu = self.device.type == "cuda"
         bs = self.batch_size
         split = self.split
@@ -170,9 +170,16 @@ class _Epochs:
                     for spec in self.views[:num_views]]
             return (*outs, row)
 
-        pipe = graph(batch_size=bs, num_threads=self.num_workers,
-                     device_id=(self.device.index or 0) if gpu else None, seed=seed % (2**31 - 1),
-                     prefetch_queue_depth=2)
+        return graph(batch_size=bs, num_threads=self.num_workers, device_id=self.device.index if gpu else None,
+                     seed=seed % (2**31 - 1), prefetch_queue_depth=2)
+
+    def run(self, order: np.ndarray, seed: int, num_views: int | None = None):
+        """Yield (views as torch tensors, rows) for the rows ``order`` (a multiple of the batch
+        size, or the last batch short): every view, or the first ``num_views``."""
+        if not len(order):
+            return
+        split, bs = self.split, self.batch_size
+        pipe = self.pipeline(order, seed, num_views)
         pipe.build()
         n_batches = num_batches(len(order), bs)
         for b in range(n_batches):
@@ -187,16 +194,16 @@ class _Epochs:
                 raise DatasetError(f"DALI failed on a batch of {split.name} ({named}); a file changed since, or was "
                                    f"never, checked: run lacol-convert {split.name.split('/')[0]} --to dali "
                                    f"again (it leaves such files out)") from e
-            tensors = [_to_torch(o, self.device) for o in out]
+            tensors = [_to_torch(o) for o in out]
             rows = tensors[-1].reshape(-1).long()
             k = min(bs, len(order) - b * bs)  # the reader wraps around to fill a short last batch
             yield [t[:k] for t in tensors[:-1]], rows[:k]
         del pipe
 
 
-def _to_torch(out, device: torch.device) -> torch.Tensor:
-    """A DALI TensorList as one torch tensor on the device DALI made it on: ``device`` for GPU
-    outputs (copied on torch's current stream), the CPU for CPU outputs (the rows, which the
+def _to_torch(out) -> torch.Tensor:
+    """A DALI TensorList as one torch tensor on the device DALI made it on: the GPU of its
+    ``device_id`` for GPU outputs (copied on that device's current torch stream), the CPU for CPU outputs (the rows, which the
     reader and the external source keep on the host). Copied, not shared through DLPack: DALI
     reuses its output buffers at the next ``run()``, which this loader calls while the training
     step's kernels that read the batch may still be queued on the GPU, so a zero-copy view would
@@ -206,9 +213,55 @@ def _to_torch(out, device: torch.device) -> torch.Tensor:
 
     gpu = isinstance(out, TensorListGPU)
     t = out.as_tensor()
-    dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=device if gpu else "cpu")
-    feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream(device) if gpu else None)
+    dev = torch.device("cuda", out.device_id()) if gpu else torch.device("cpu")  # where DALI made it
+    dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=dev)
+    feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream(dev) if gpu else None)
     return dst
+
+
+def graph_problems(pipe) -> tuple[int, list[str]]:
+    """(operators checked, problems) of a DALI pipeline's graph, traced by DALI's front end but
+    never built (so a GPU graph is checked on a machine without CUDA): each operator against its
+    schema (``nvidia.dali.backend.GetSchema``): its device among the schema's backends, each
+    regular input on the device the schema takes for it, argument inputs from CPU nodes, the
+    arguments by ``CheckArgs``; then every op spec serialised through a CPU-only
+    (``device_id=None``) backend pipeline."""
+    from nvidia.dali import backend
+
+    try:
+        pipe._build_graph()
+    except Exception as e:
+        return 0, [f"the graph does not trace: {type(e).__name__}: {e}"]
+    problems = []
+    for node in pipe._ops:
+        op, spec = node._op, node.spec
+        name = op._schema.Name()
+        schema = backend.GetSchema(name)
+        where = f"{node.name} ({name}, {op.device})"
+        if op.device not in schema.GetSupportedBackends():
+            problems.append(f"{where}: no {op.device} backend (has {', '.join(schema.GetSupportedBackends())})")
+        regular = spec.NumRegularInput()
+        for i, x in enumerate(node.inputs):
+            if i >= regular:
+                if x.device != "cpu":
+                    problems.append(f"{where}: argument input {x.name} comes from a {x.device} node")
+                continue
+            want = schema.GetInputDevice(i, x.device, op.device)
+            want = "cpu" if want == "mixed" else want  # a mixed operator reads host memory
+            if want is not None and want != x.device:
+                problems.append(f"{where}: input {i} ({x.name}) is on the {x.device}, the operator takes {want}")
+        try:
+            schema.CheckArgs(spec)
+        except Exception as e:
+            problems.append(f"{where}: {e}")
+    device_id, pipe._device_id = pipe._device_id, None
+    try:
+        pipe.serialize()
+    except Exception as e:
+        problems.append(f"the op specs do not serialise: {type(e).__name__}: {e}")
+    finally:
+        pipe._device_id = device_id
+    return len(pipe._ops), problems
 
 
 class DaliLoader:

@@ -202,3 +202,51 @@ def test_exif_orientation_one_rule_across_backends(clothing_root, tmp_path):
     for im in images.values():
         assert im[0, :20].mean() > im[0, -20:].mean() + 1 and im[2, -20:].mean() > im[2, :20].mean() + 1
     assert (images["torch"] - images["dali"]).abs().mean() < 0.1  # resize filters differ a little
+
+
+def _gpu_graph(split, views, size):
+    from pipelines.dali_loader import _Epochs
+
+    epochs = _Epochs(split, views, batch_size=16, device="cuda:0", num_workers=2, decode_size=size)
+    return epochs.pipeline(np.arange(32), seed=3)
+
+
+@pytest.mark.parametrize("data", ["files", "arrays"])
+def test_the_gpu_graph_checks_against_dalis_schemas(data, clothing_root, fmnist_train):
+    """The GPU graph (nvJPEG decode or an uploaded array, three views, RandAugment in DALI's
+    conditionals), traced without CUDA: every operator supported on its device, inputs where the
+    schema takes them, argument inputs from CPU nodes, arguments valid, specs serialisable."""
+    from pipelines.dali_loader import graph_problems
+
+    if data == "files":
+        pipe = _gpu_graph(clothing1m.load("noisy_train", clothing_root), lacol_views(224), 256)
+    else:
+        pipe = _gpu_graph(fmnist_train, lacol_views(28, pad=2), 28)
+    checked, problems = graph_problems(pipe)
+    assert problems == [] and checked > 300, (checked, problems[:5])
+    devices = {n._op.device for n in pipe._ops}
+    assert {"gpu", "cpu"} <= devices and ("mixed" in devices) == (data == "files")
+
+
+def test_the_graph_check_catches_each_kind_of_defect():
+    """Planted: an operator on a device it has no backend for (the trace accepts it, the schema
+    check names it), and an argument input from a GPU node (DALI's front end refuses it while
+    the graph is traced, which is where the check builds every graph)."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    from pipelines.dali_loader import graph_problems
+
+    @pipeline_def
+    def no_backend():
+        return fn.resize(fn.external_source(name="x", dtype=types.UINT8, layout="HWC"), device="mixed", resize_x=4)
+
+    checked, problems = graph_problems(no_backend(batch_size=4, num_threads=1, device_id=0))
+    assert checked == 2 and len(problems) == 1 and "no mixed backend" in problems[0], problems
+
+    @pipeline_def
+    def gpu_argument():
+        img = fn.external_source(name="x", dtype=types.UINT8, layout="HWC").gpu()
+        return fn.crop_mirror_normalize(img, dtype=types.FLOAT, mirror=fn.random.coin_flip().gpu())
+
+    with pytest.raises(ValueError, match="Named arguments must be on CPU"):
+        gpu_argument(batch_size=4, num_threads=1, device_id=0)
