@@ -27,18 +27,19 @@ def test_every_kernel_compiles_and_fits_sm90_and_sm80():
 
 
 def test_the_checks_catch_what_they_guard():
+    """Planted: the old ``_mm`` (a bf16 L_SC backward that does not compile), a tile too big for an
+    A100 (Triton's load check refuses it), and both offered to the autotuner, whose pruning keeps
+    only the tile that fits on the A100 and both on the H100."""
     import triton
 
-    # the old _mm: a bf16 L_SC backward that does not compile
-    (r,) = run_jobs([(90, "bf16", "L_SC", FORCED["sc"][0], "early_return")])
-    assert r["error"] and "same dtype" in r["error"], r["error"]
-    # a tile that needs more shared memory than an A100 has: Triton's load check refuses it
     big = triton.Config({"BM": 128, "BN": 64}, num_warps=8, num_stages=3, maxnreg=255)
-    (r,) = run_jobs([(80, "fp32", "L_SC", big)])
-    assert r["error"] and "OutOfResources" in r["error"], r["error"]
-    # the autotuner prunes it before timing, on the chip where it does not fit, and keeps it where it does
     fits = triton.Config({"BM": 64, "BN": 64}, num_warps=8, num_stages=3, maxnreg=255)
-    a100, h100 = run_jobs([(80, "fp32", "L_SC", [big, fits]), (90, "fp32", "L_SC", [fits, big])])
+    planted, too_big, a100, h100 = run_jobs([(90, "bf16", "L_SC", FORCED["sc"][0], "early_return"),
+                                            (80, "fp32", "L_SC", big), (80, "fp32", "L_SC", [big, fits]),
+                                            (90, "bf16", "L_SC", [big, fits])], workers=2)
+    assert planted["error"] and "same dtype" in planted["error"], planted["error"]
+    assert too_big["error"] and "OutOfResources" in too_big["error"], too_big["error"]
     assert a100["error"] is None and h100["error"] is None
     assert {x["config"]["BM"] for x in a100["launches"]} == {64}
-    assert {x["config"]["BM"] for x in h100["launches"] if x["kernel"] == "_sc_fwd_kernel"} <= {64, 128}
+    # bf16 at 128 x 64 fits an H100: not pruned there, so the tuner (whose timings are all equal here) may pick it
+    assert 128 in {x["config"]["BM"] for x in h100["launches"]}
