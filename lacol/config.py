@@ -60,6 +60,9 @@ class DataConfig:
     """Seed of the noise draw (kept apart from train.seed, so seeds vary training, not labels)."""
     cifar_n_file: str | None = None
     """noise=cifar-n:KEY: the CIFAR-N release file (CIFAR-10_human.pt / CIFAR-100_human.pt)."""
+    label_file: str | None = None
+    """File datasets: a ``key label`` file (Clothing1M's format, e.g. ``lacol audit --relabel``'s
+    output) whose labels replace the training split's; every training key must be in it."""
     train_subset: int = 0
     """Train on a fixed random subset of N samples of the train split (the same for every seed
     and noise draw); 0 = all."""
@@ -230,6 +233,10 @@ class TrainConfig:
     """Record the label audit's evidence (weak-view probability of the given label, prediction,
     selection) per training sample and epoch after warm-up; written as audit.npz, read by
     ``lacol audit``. Memory: 8 bytes per sample and recorded epoch on the training device."""
+    trackers: list[str] = field(default_factory=list)
+    """Experiment trackers besides metrics.jsonl, through Accelerate's ``log_with``: any of
+    tensorboard, wandb, mlflow, aim (logs under the run folder's ``trackers/``; the resolved
+    config as hyper-parameters, the same scalars as metrics.jsonl)."""
 
 
 @dataclass
@@ -311,6 +318,15 @@ class Config:
                               f"tracks all three views together; set loss.bn_stats=mixed (or model.sync_bn=false)")
         if l.kernel == "triton" and importlib.util.find_spec("triton") is None:
             raise ConfigError("loss.kernel=triton needs Triton: pip install -e '.[triton]' (or loss.kernel=auto)")
+        for name in t.trackers:
+            if name not in TRACKERS:
+                _choice("train.trackers", name, tuple(TRACKERS))
+            if importlib.util.find_spec(TRACKERS[name]) is None:
+                raise ConfigError(f"train.trackers={name} needs the {TRACKERS[name]} package: pip install "
+                                  f"{TRACKERS[name]} (or pip install -e '.[trackers]')")
+        if d.label_file is not None and d.noise != "none":
+            raise ConfigError(f"data.label_file replaces the training labels and data.noise={d.noise} would draw "
+                              f"noise over them: set data.noise=none")
         return self
 
     @property
@@ -344,12 +360,20 @@ def _check_type(key: str, value, hint) -> Any:
         if "None" in s:
             return None
         raise ConfigError(f"{key}: needs a value")
+    if s.startswith("list[str]"):
+        if isinstance(value, str):  # train.trackers=tensorboard,wandb
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}={value!r}: expected names such as a,b (or a YAML list)")
+        return value
     if s.startswith("list"):
         if isinstance(value, (int, float)):
             value = [value]
         if not isinstance(value, list):
             raise ConfigError(f"{key}={value!r}: expected a list such as [100, 150]")
-        return [int(v) for v in value]
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in value):  # 2.7 -> 2, true -> 1 silently
+            raise ConfigError(f"{key}={value!r}: expected whole numbers such as [100, 150]")
+        return value
     if hint is bool or s.startswith("bool"):
         if not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: expected true or false")
@@ -372,6 +396,9 @@ def _check_type(key: str, value, hint) -> Any:
 def _sections() -> dict[str, type]:
     return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
 
+
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "aim": "aim"}
+"""``train.trackers`` values (Accelerate's ``log_with`` names) and the package each needs."""
 
 MERGED = {"loss.deterministic": "train.deterministic"}
 """Keys of earlier versions and the key that now holds them."""

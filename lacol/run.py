@@ -30,7 +30,8 @@ class RunFolder:
         self.path, self.acc = Path(path), accelerator
         self.main = accelerator.is_main_process
         self.checkpoints = self.path / "checkpoints"
-        self._log = self._tb = None
+        self._log = None
+        self.trackers = False  # Accelerate's trackers (train.trackers) started by ``create``
 
     @property
     def noise_file(self) -> Path:
@@ -46,6 +47,11 @@ class RunFolder:
                                       f"or choose another train.name")
             atomic_write(self.path / "config.yaml", config_yaml(cfg))
         self.acc.wait_for_everyone()
+        if cfg.train.trackers:  # on every process: Accelerate keeps trackers on the main one only
+            logs = str(self.path / "trackers")
+            self.acc.init_trackers(cfg.run_name, config=flat_config(cfg),
+                                   init_kwargs={"wandb": {"dir": logs}} if "wandb" in cfg.train.trackers else {})
+            self.trackers = True
 
     # ------------------------------------------------------------------------- checkpoints
 
@@ -136,22 +142,19 @@ class RunFolder:
     # ----------------------------------------------------------------------------- records
 
     def log(self, record: dict) -> None:
-        """One line of metrics.jsonl (flushed) and TensorBoard scalars when installed."""
+        """One line of metrics.jsonl (flushed) and, with ``train.trackers``, the same scalars to
+        each tracker as ``<kind>/<name>`` at the record's step."""
         if not self.main:
             return
         if self._log is None:
             self._log = open(self.path / "metrics.jsonl", "a", buffering=1)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self._tb = SummaryWriter(str(self.path / "tb"))
-            except Exception:  # tensorboard not installed: the jsonl file is the record
-                self._tb = None
         self._log.write(json.dumps(strict(record)) + "\n")
-        if self._tb is not None:
-            step = record.get("step", 0)
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self._tb.add_scalar(f"{record.get('kind', 'step')}/{k}", v, step)
+        if self.trackers:
+            kind = record.get("kind", "step")
+            scalars = {f"{kind}/{k}": v for k, v in record.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch")}
+            if scalars:
+                self.acc.log(scalars, step=record.get("step", 0))
 
     def history(self, before_epoch: int) -> list[dict]:
         """history.json's rows of the epochs before ``before_epoch`` (a resumed run's past)."""
@@ -181,10 +184,19 @@ class RunFolder:
                 for k, v in self.acc.unwrap_model(model).state_dict().items()}
 
     def close(self) -> None:
-        for f in (self._log, self._tb):
-            if f is not None:
-                f.close()
-        self._log = self._tb = None
+        if self._log is not None:
+            self._log.close()
+        self._log = None
+        if self.trackers:
+            self.acc.end_training()
+            self.trackers = False
+
+
+def flat_config(cfg: Config) -> dict:
+    """The resolved config as one level of ``section.key`` scalars (what trackers take as
+    hyper-parameters: TensorBoard's hparams refuse lists and None)."""
+    return {f"{section}.{k}": (v if isinstance(v, (bool, int, float, str)) else str(v))
+            for section, values in cfg.to_dict().items() for k, v in values.items()}
 
 
 def split_optimizer_state(sd: dict) -> tuple[dict, dict]:

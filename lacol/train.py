@@ -109,8 +109,15 @@ def setup(cfg: Config):
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # optim.grad_accum is done by Trainer.step, not Accelerate: its windows would run across epoch
     # ends (our loaders are not Accelerate's), leaving gradients pending at an epoch-end checkpoint
+    trackers = {}
+    if t.trackers:  # their logs go under the run folder
+        from accelerate.utils import ProjectConfiguration
+
+        run_dir = Path(t.out_dir) / cfg.run_name
+        trackers = dict(log_with=t.trackers, project_config=ProjectConfiguration(
+            project_dir=str(run_dir), logging_dir=str(run_dir / "trackers")))
     accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=on_cpu, kwargs_handlers=[ddp],
-                              step_scheduler_with_optimizer=False)
+                              step_scheduler_with_optimizer=False, **trackers)
     set_seed(t.seed)
     return accelerator
 
