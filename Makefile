@@ -3,7 +3,7 @@
 #   make test   install everything, then run the test suite
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist g++
+APT_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist g++ chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install apt pip run test bench-data bench gpu-check

@@ -156,15 +156,19 @@ def pairs(audit: Audit, top: int = 10) -> list[tuple[str, str, int]]:
     return [(audit.classes[a], audit.classes[b], n) for (a, b), n in ranked]
 
 
-def files_of(run: Path, rows: np.ndarray) -> list[str] | None:
-    """The file of each audited row for file datasets (Clothing1M), from the run's config; None
-    for in-memory datasets (a row is then the index in the full training split)."""
+def training_split(run: Path):
+    """(the run's config, its dataset's full training split): what the audit's rows index."""
     from pipelines.sources import dataset_info, load_split
 
     from .config import read_run_config
 
     cfg = read_run_config(run)
-    split = load_split(cfg.data.dataset, dataset_info(cfg.data.dataset).train, cfg.data.root)
+    return cfg, load_split(cfg.data.dataset, dataset_info(cfg.data.dataset).train, cfg.data.root)
+
+
+def files_of(split, rows: np.ndarray) -> list[str] | None:
+    """The file of each audited row for file datasets (Clothing1M); None for in-memory datasets
+    (a row is then the index in the full training split)."""
     return None if split.files is None else [str(split.files[r]) for r in rows]
 
 
@@ -206,14 +210,19 @@ def plot_scores(path: Path, a: Audit) -> None:
     save_png(fig, path)
 
 
-def report(run: str | Path, top: int = 20, out: str | None = None, plot: str | None = None, console=None) -> dict:
-    """Print the audit of a finished run; write its ranked flags as CSV and its score plot."""
+def report(run: str | Path, top: int = 20, out: str | None = None, plot: str | None = None, console=None, *,
+           html: str | None = None, export: str | None = None, relabel: str | None = None,
+           per_group: int = 24, max_images: int = 2400) -> dict:
+    """Print the audit of a finished run; write its ranked flags as CSV, its score plot, the
+    review page, the issue table and the relabelled key list (``lacol.review``)."""
     from rich.console import Console
     from rich.table import Table
 
     run = Path(run)
-    a = analyse(load(run / "audit.npz"))
-    files = files_of(run, a.rows)
+    rec = load(run / "audit.npz")
+    a = analyse(rec)
+    cfg, split = training_split(run)
+    files = files_of(split, a.rows)
     console = console or Console(width=140)
     n = len(a.score)
     console.print(f"[bold]{run.name}[/] ({a.method}): {a.flagged.sum()} of {n} training labels flagged "
@@ -254,4 +263,21 @@ def report(run: str | Path, top: int = 20, out: str | None = None, plot: str | N
                              "are unknown")
         plot_scores(Path(plot), a)
         console.print(f"wrote {plot}")
+    from . import review
+
+    if html:
+        shown = review.write_html(Path(html), a, rec, split, files, run.name, decode_size=cfg.data.decode_size,
+                                  per_group=per_group, max_images=max_images)
+        console.print(f"wrote {html}: {shown['thumbnails']} thumbnails in {shown['groups']} (given -> suggested) "
+                      f"groups, {shown['bytes'] / 1e6:.1f} MB; open it in a browser")
+    if export:
+        review.write_issues(Path(export), a, files)
+        console.print(f"wrote {export}: {n} rows, {int(a.flagged.sum())} with is_label_issue")
+    if relabel:
+        source = Path(cfg.data.label_file) if cfg.data.label_file else Path(cfg.data.root or "") / "noisy_label_kv.txt"
+        if files is None or not source.is_file():
+            raise SystemExit(f"--relabel writes a Clothing1M-format key label file; {cfg.data.dataset} has "
+                             f"{'no file keys' if files is None else f'no label list at {source}'}: use --export")
+        changed = review.write_relabel(Path(relabel), a, split, source)
+        console.print(f"wrote {relabel}: {changed} labels changed; train on it with data.label_file={relabel}")
     return result

@@ -119,7 +119,10 @@ def cmd_audit(args) -> int:
 
     if args.top < 0:
         raise ConfigError(f"--top {args.top}: must be >= 0")
-    report(args.run, args.top, args.out, args.plot)
+    if args.per_group < 1 or args.max_images < 1:
+        raise ConfigError("--per-group and --max-images: must be >= 1")
+    report(args.run, args.top, args.out, args.plot, html=args.html, export=args.export, relabel=args.relabel,
+           per_group=args.per_group, max_images=args.max_images)
     return 0
 
 
@@ -169,6 +172,13 @@ def main(argv=None) -> int:
     a.add_argument("--top", type=int, default=20, help="print the N most suspect labels")
     a.add_argument("--out", help="write every flagged label, ranked, to this CSV file")
     a.add_argument("--plot", help="write the score histogram, clean vs mislabelled, to this PNG")
+    a.add_argument("--html", help="write a self-contained review page of the flagged images (open it in a browser)")
+    a.add_argument("--per-group", type=int, default=24, help="--html: thumbnails per (given -> suggested) pair")
+    a.add_argument("--max-images", type=int, default=2400, help="--html: thumbnails in all")
+    a.add_argument("--export", help="write every row as an issue table (cleanlab's columns: row, file, given_label, "
+                   "suggested_label, label_score, is_label_issue), .csv or .json")
+    a.add_argument("--relabel", help="write the dataset's key label list with the flagged labels replaced by the "
+                   "suggestions (Clothing1M format; train on it with data.label_file=FILE)")
     a.set_defaults(fn=cmd_audit)
     g = sub.add_parser("plot", help="accuracy, selection and loss curves of runs, one line per run (PNG)")
     g.add_argument("runs", nargs="+", help="run folders")

@@ -37,6 +37,8 @@ def train_and_val(d, noise_file: Path | None = None) -> tuple[Split, Split | Non
     validation its last ``val_size``, so the two are disjoint and a subset's rows do not move
     when validation is added."""
     split = load_split(d.dataset, dataset_info(d.dataset).train, d.root)
+    if d.label_file is not None:
+        split = relabelled(split, Path(d.label_file))
     if d.noise != "none":
         if noise_file is not None and noise_file.is_file():
             noise = NoisyLabels.load(noise_file)
@@ -61,6 +63,24 @@ def train_and_val(d, noise_file: Path | None = None) -> tuple[Split, Split | Non
         return train, None
     val = split.subset(rows[n - val_size:])
     return train, replace(val, name=f"{val.name}:val")
+
+
+def relabelled(split: Split, path: Path) -> Split:
+    """``split`` with the labels of a ``key label`` file (``data.label_file``: e.g. ``lacol audit
+    --relabel``'s output); every key of the split must be in it."""
+    from .sources.clothing1m import read_kv
+
+    if split.files is None:
+        raise DatasetError(f"data.label_file={path}: {split.name} is an in-memory dataset (no file keys); "
+                           f"label files name the files of file datasets")
+    if not path.is_file():
+        raise DatasetError(f"data.label_file={path}: no such file")
+    kv = read_kv(path, len(split.classes))
+    missing = next((k for k in split.files if str(k) not in kv), None)
+    if missing is not None:
+        raise DatasetError(f"{path}: key {missing!r} of {split.name} has no label; a label file lists every "
+                           f"training key")
+    return split.with_labels(np.fromiter((kv[str(k)] for k in split.files), dtype=np.int64, count=len(split)))
 
 
 def cv_split(split: Split, folds: int, fold: int) -> tuple[Split, Split]:
