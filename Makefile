@@ -24,7 +24,8 @@ install: apt pip
 # and seed; then the label audit of the LaCoL run.
 run: install
 	lacol compare --config configs/fashion_mnist.yaml --seeds 0
-	lacol audit --run runs/fashion_mnist-lacol-instance0.4-s0 --top 10
+	lacol audit --run runs/fashion_mnist-lacol-instance0.4-s0 --top 10 \
+	  --html runs/fashion_mnist-lacol-instance0.4-s0/review.html
 
 test: install
 	$(PYTHON) -m pytest -q

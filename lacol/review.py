@@ -65,6 +65,17 @@ def _images(split, rows: np.ndarray, decode_size: int):
     return (decode_square(split.path(r), decode_size, root=split.root) for r in rows)
 
 
+def _ranges(epochs: np.ndarray) -> str:
+    """Epochs as runs: [4, 5, 6, 9] -> "4-6, 9"."""
+    runs: list[list[int]] = []
+    for x in map(int, epochs):
+        if runs and x == runs[-1][1] + 1:
+            runs[-1][1] = x
+        else:
+            runs.append([x, x])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs) or "-"
+
+
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:1.2em;color:#222}
 h1{font-size:1.4em;margin:0 0 .3em} h2{font-size:1.1em;margin:1.2em 0 .4em}
@@ -135,7 +146,7 @@ def write_html(path: Path, a: Audit, rec: dict, split, files: list[str] | None, 
         for i in shown[(g, s)]:
             rank = rank_of[i]
             where = e(files[i]) if files else f"row {int(a.rows[i])}"
-            flagged_in = ", ".join(str(int(x)) for x in epochs[i]) or "-"
+            flagged_in = _ranges(epochs[i])
             verdict, cls = "", ""
             if known[i]:
                 wrong = a.clean[i] != a.labels[i]
