@@ -115,7 +115,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .audit import report
+    from .review import report
 
     if args.top < 0:
         raise ConfigError(f"--top {args.top}: must be >= 0")

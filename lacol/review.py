@@ -1,5 +1,6 @@
-"""What ``lacol audit`` hands a person and other tools: a page to review the flagged labels on,
-the issues as a table other tools read, and a relabelled key list.
+"""What ``lacol audit`` hands a person and other tools (``report``: the command itself): the
+printed summary, a page to review the flagged labels on, the issues as a table other tools
+read, and a relabelled key list; ``lacol/audit.py`` records and analyses.
 
 - ``write_html``: one self-contained page (thumbnails inline as data URIs, no network, opens from
   disk) of the flagged labels, grouped by (given -> suggested) pair, the groups by size, each
@@ -31,6 +32,7 @@ import numpy as np
 
 from pipelines.fileio import atomic_path, atomic_write
 
+from . import audit
 from .audit import Audit, detection, ranked
 
 
@@ -209,3 +211,74 @@ def write_relabel(path: Path, a: Audit, split, source_kv: Path) -> int:
             out.append(line)
     atomic_write(path, "\n".join(out) + "\n")
     return changed
+
+
+def report(run: str | Path, top: int = 20, out: str | None = None, plot: str | None = None, console=None, *,
+           html: str | None = None, export: str | None = None, relabel: str | None = None,
+           per_group: int = 24, max_images: int = 2400) -> dict:
+    """Print the audit of a finished run; write its ranked flags as CSV, its score plot, the
+    review page, the issue table and the relabelled key list (``lacol.review``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    run = Path(run)
+    rec = audit.load(run / "audit.npz")
+    a = audit.analyse(rec)
+    cfg, split = audit.training_split(run)
+    files = audit.files_of(split, a.rows)
+    console = console or Console(width=140)
+    n = len(a.score)
+    console.print(f"[bold]{run.name}[/] ({a.method}): {a.flagged.sum()} of {n} training labels flagged "
+                  f"({100 * a.flagged.mean():.1f}%), from epochs {a.window[0]}-{a.window[-1]}. "
+                  f"Flag: the weak view predicts another class in most of those epochs; score: "
+                  f"1 - mean p(given label).")
+    t = Table(title=f"the {min(top, int(a.flagged.sum()))} most suspect labels")
+    for col in ("rank", "row" if files is None else "file", "given", "suggested", "score"):
+        t.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    for rank, i in enumerate(audit.ranked(a)[:top], 1):
+        t.add_row(str(rank), str(int(a.rows[i])) if files is None else files[i], a.classes[a.labels[i]],
+                  a.classes[a.suggested[i]], f"{a.score[i]:.3f}")
+    console.print(t)
+    per = Table(title="flagged per given class")
+    per.add_column("class")
+    per.add_column("flagged", justify="right")
+    per.add_column("of", justify="right")
+    for k, name in enumerate(a.classes):
+        per.add_row(name, str(int((a.flagged & (a.labels == k)).sum())), str(int((a.labels == k).sum())))
+    console.print(per)
+    console.print("flags concentrate in (given -> suggested): " +
+                  ", ".join(f"{g} -> {s}: {c}" for g, s, c in audit.pairs(a, 8)))
+    result = {"flagged": int(a.flagged.sum()), "samples": n}
+    if (a.clean >= 0).any():
+        d = audit.detection(a.flagged, a.score, a.labels, a.clean)
+        result.update(d)
+        console.print(f"against the known clean labels ({d['known']} rows, {d['mislabelled']} mislabelled): "
+                      f"precision {100 * d['precision']:.1f}%, recall {100 * d['recall']:.1f}%, F1 "
+                      f"{100 * d['f1']:.1f}%; precision of the top 1% / 5% / 10% by score: "
+                      f"{100 * d['precision_top1pct']:.1f}% / {100 * d['precision_top5pct']:.1f}% / "
+                      f"{100 * d['precision_top10pct']:.1f}%")
+    if out:
+        audit.write_csv(Path(out), a, files)
+        console.print(f"wrote {out}")
+    if plot:
+        if not (a.clean >= 0).any():
+            raise SystemExit("--plot splits the scores by clean and mislabelled rows: this run's clean labels "
+                             "are unknown")
+        audit.plot_scores(Path(plot), a)
+        console.print(f"wrote {plot}")
+    if html:
+        shown = write_html(Path(html), a, rec, split, files, run.name, decode_size=cfg.data.decode_size,
+                                  per_group=per_group, max_images=max_images)
+        console.print(f"wrote {html}: {shown['thumbnails']} thumbnails in {shown['groups']} (given -> suggested) "
+                      f"groups, {shown['bytes'] / 1e6:.1f} MB; open it in a browser")
+    if export:
+        write_issues(Path(export), a, files)
+        console.print(f"wrote {export}: {n} rows, {int(a.flagged.sum())} with is_label_issue")
+    if relabel:
+        source = Path(cfg.data.label_file) if cfg.data.label_file else Path(cfg.data.root or "") / "noisy_label_kv.txt"
+        if files is None or not source.is_file():
+            raise SystemExit(f"--relabel writes a Clothing1M-format key label file; {cfg.data.dataset} has "
+                             f"{'no file keys' if files is None else f'no label list at {source}'}: use --export")
+        changed = write_relabel(Path(relabel), a, split, source)
+        console.print(f"wrote {relabel}: {changed} labels changed; train on it with data.label_file={relabel}")
+    return result

@@ -1,13 +1,23 @@
 """Shared fixtures: real Fashion-MNIST, and small datasets written in their release formats."""
 from __future__ import annotations
 
+import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipelines.sources import fashion_mnist
+
+# Before any test module imports Triton (tests/test_aot.py's tools.aot does, and Triton reads the
+# switch once): without a GPU its kernels run in the interpreter (tests/test_kernels.py); the
+# ahead-of-time compiles run in worker processes that drop the switch.
+if "triton" not in sys.modules:
+    import torch
+
+    os.environ.setdefault("TRITON_INTERPRET", "0" if torch.cuda.is_available() else "1")
 
 
 @pytest.fixture(scope="session")

@@ -104,8 +104,13 @@ def test_relabel_writes_the_suggestions_and_trains(clothing_root, tmp_path):
              "train.mixed_precision=no"]
     train(load_config(None, [*small, "optim.epochs=3", "loss.warmup_epochs=1", "train.name=c1m"]))
     out = tmp_path / "relabelled_kv.txt"
+    page = tmp_path / "review.html"
     assert lacol(["audit", "--run", str(tmp_path / "c1m"), "--top", "0", "--relabel", str(out),
-                  "--export", str(tmp_path / "issues.csv")]) == 0
+                  "--export", str(tmp_path / "issues.csv"), "--html", str(page)]) == 0
+    # a file dataset's page: each card names its file and shows the decoded JPEG
+    text = page.read_text()
+    flagged = int(re.search(r"id='flagged-count'>(\d+)<", text).group(1))
+    assert flagged > 0 and "images/" in text and "data:image/png;base64," in text
     before = dict(line.split() for line in (clothing_root / "noisy_label_kv.txt").read_text().splitlines())
     after = dict(line.split() for line in out.read_text().splitlines())
     classes = clothing1m.read_classes(clothing_root)
