@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.fileio import output_target
 from pipelines.sources.base import DatasetError
 
 from .config import METHODS, ConfigError, _choice, load_config
@@ -121,6 +122,9 @@ def cmd_audit(args) -> int:
         raise ConfigError(f"--top {args.top}: must be >= 0")
     if args.per_group < 1 or args.max_images < 1:
         raise ConfigError("--per-group and --max-images: must be >= 1")
+    for out in (args.out, args.plot, args.html, args.export, args.relabel):
+        if out:
+            output_target(out)  # before any work: a device, FIFO or folder is refused, naming it
     report(args.run, args.top, args.out, args.plot, html=args.html, export=args.export, relabel=args.relabel,
            per_group=args.per_group, max_images=args.max_images)
     return 0
@@ -129,6 +133,7 @@ def cmd_audit(args) -> int:
 def cmd_plot(args) -> int:
     from .plot import plot
 
+    output_target(args.out)
     print(f"wrote {plot(args.runs, args.out, args.title)}")
     return 0
 

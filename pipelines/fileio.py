@@ -4,22 +4,45 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 
+class OutputError(FileExistsError):
+    """A path to write that exists and is not a regular file: a device, FIFO, socket or folder."""
+
+
+def output_target(path: str | Path) -> Path:
+    """The one rule for every path the project writes: a regular file or a new path is replaced
+    (atomically, by ``atomic_path``); a symlink is written through to its target (atomically
+    there); anything else that exists (a device, a FIFO, a socket, a folder) is refused with an
+    ``OutputError`` naming it, and nothing is written. Returns the path to replace."""
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    if stat.S_ISREG(mode):
+        return target
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+    via = f" (the symlink's target {target})" if target != path else ""
+    raise OutputError(f"{path}{via} is {kind}: refused, nothing written; name a regular file or a new path")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write (a file or a folder); renamed onto ``path`` when
-    the block ends, removed if it raises. A reader never sees a half-written ``path``."""
-    path = Path(path)
+    """A temporary path beside ``path`` (``output_target``'s: a symlink's target) to write;
+    renamed onto it when the block ends, removed if it raises. A reader never sees a half-written
+    ``path``."""
+    path = output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
-        if path.is_dir() and tmp.is_dir():
-            shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         if tmp.is_dir():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.fileio import output_target
 from pipelines.noise import KINDS, make_noise, report
 from pipelines.sources import DATASETS, DatasetError, load_split
 
@@ -24,9 +25,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     try:
+        output_target(a.out)  # before any work: a device, FIFO or folder named as --out is refused
         split = load_split(a.dataset, "train", a.root)
         noise = make_noise(split, a.dataset, a.kind, a.rate, a.seed, a.cifar_n_file)
-    except (DatasetError, ValueError) as e:
+    except (DatasetError, ValueError, OSError) as e:
         print(f"lacol-noise: {e}", file=sys.stderr)
         return 2
     report(noise, split.classes)
