@@ -11,6 +11,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from pipelines.views import NUM_BINS, OPS
+
 
 METHODS = ("lacol", "selection", "ce_strong", "ce")
 """``loss.method`` values: LaCoL, then its controls (same views, data, epochs and schedule)."""
@@ -311,8 +313,27 @@ class Config:
             raise ConfigError(f"data.dali_threads={d.dali_threads}: must be >= 0 (0: data.num_workers)")
         if not 0 <= l.class_floor <= 1:
             raise ConfigError(f"loss.class_floor={l.class_floor}: must be in [0, 1]")
-        if l.tau <= 0:
-            raise ConfigError(f"loss.tau={l.tau}: must be > 0")
+        if l.tau < 1e-3:  # exp(<z, z'>/tau) of unit vectors overflows fp32 well before 1e-3
+            raise ConfigError(f"loss.tau={l.tau}: must be >= 0.001 (the paper uses 0.2)")
+        if not 0 < l.rho <= 1:  # rho > 1 zeroes every row of W_l, diagonal included: a NaN loss
+            raise ConfigError(f"loss.rho={l.rho}: must be in (0, 1] (the paper uses 0.8)")
+        if l.num_negatives > 4096:
+            raise ConfigError(f"loss.num_negatives={l.num_negatives}: at most 4096 (the paper uses 15)")
+        if not 0 <= o.momentum < 1:
+            raise ConfigError(f"optim.momentum={o.momentum}: must be in [0, 1)")
+        if o.nesterov and o.momentum == 0:
+            raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
+        if o.gamma <= 0:
+            raise ConfigError(f"optim.gamma={o.gamma}: must be > 0 (the lr is multiplied by it at each milestone)")
+        if not 0 <= d.cutout <= 1:
+            raise ConfigError(f"data.cutout={d.cutout}: a fraction of the image side, in [0, 1]")
+        if not 0 <= d.magnitude < NUM_BINS:
+            raise ConfigError(f"data.magnitude={d.magnitude}: a RandAugment bin, 0..{NUM_BINS - 1}")
+        if not 0 <= d.num_ops <= len(OPS):
+            raise ConfigError(f"data.num_ops={d.num_ops}: 0..{len(OPS)} RandAugment ops per view")
+        for key, v in (("train.seed", t.seed), ("data.noise_seed", d.noise_seed)):
+            if v < 0:
+                raise ConfigError(f"{key}={v}: seeds are >= 0")
         if m.sync_bn and l.bn_stats != "mixed":
             raise ConfigError(f"model.sync_bn=true with loss.bn_stats={l.bn_stats}: SyncBatchNorm normalises and "
                               f"tracks all three views together; set loss.bn_stats=mixed (or model.sync_bn=false)")
