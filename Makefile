@@ -31,8 +31,10 @@ test: install
 	$(PYTHON) -m pytest -q
 
 bench-data: install
-	lacol-convert fmnist-clothing1m --out data/bench_clothing1m --num-train 2048
-	lacol-convert clothing1m --to ffcv --root data/bench_clothing1m --out data/bench_clothing1m/ffcv --splits noisy_train
+	test -f data/bench_clothing1m/noisy_label_kv.txt || \
+	  lacol-convert fmnist-clothing1m --out data/bench_clothing1m --num-train 2048
+	test -f data/bench_clothing1m/ffcv/clothing1m_noisy_train.beton || \
+	  lacol-convert clothing1m --to ffcv --root data/bench_clothing1m --out data/bench_clothing1m/ffcv --splits noisy_train
 
 bench: bench-data
 	lacol-bench loader --root data/bench_clothing1m --backends peer,torch,ffcv

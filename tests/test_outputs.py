@@ -67,3 +67,26 @@ def test_the_commands_refuse_before_any_work(nodes, capsys):
         assert "refused" in capsys.readouterr().err
         assert lacol_noise(["--dataset", "fashion_mnist", "--kind", "symmetric", "--out", str(path)]) == 2
         assert "refused" in capsys.readouterr().err
+
+
+def test_lacol_convert_never_overwrites_a_dataset_unasked(tmp_path, capsys):
+    """A non-empty --out (a real dataset folder, say) is refused unless --force; so are existing
+    outputs of the splits asked for; sizes Fashion-MNIST cannot give are one line."""
+    from tools.convert import main as convert
+
+    root = tmp_path / "c1m"
+    root.mkdir()
+    (root / "noisy_label_kv.txt").write_text("images/a.jpg 1\n" * 24)
+    assert convert(["fmnist-clothing1m", "--out", str(root), "--num-train", "8"]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (root / "noisy_label_kv.txt").read_text().count("\n") == 24  # untouched
+    for n in ("-5", "0", "100000"):
+        assert convert(["fmnist-clothing1m", "--out", str(tmp_path / "new"), "--num-train", n]) == 2
+        err = capsys.readouterr().err
+        assert "--num-train" in err and err.count("\n") == 1
+    ffcv = tmp_path / "ffcv"
+    ffcv.mkdir()
+    (ffcv / "fashion_mnist_test.beton").write_text("kept")
+    assert convert(["fashion_mnist", "--to", "ffcv", "--out", str(ffcv), "--splits", "test", "--no-progress"]) == 2
+    assert "exist already: pass --force" in capsys.readouterr().err
+    assert (ffcv / "fashion_mnist_test.beton").read_text() == "kept"

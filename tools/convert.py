@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from pipelines.sources import DatasetError
 
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fmnist-root", default=None)
     s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--force", action="store_true", help="write into a non-empty --out (its files are replaced)")
     from pipelines.sources import DATASETS
 
     for name, info in DATASETS.items():
@@ -50,6 +52,7 @@ def main(argv=None) -> int:
         s.add_argument("--max-bad", type=float, default=0.01,
                        help="fail when more than this fraction of a split's images cannot be decoded")
         s.add_argument("--no-progress", action="store_true")
+        s.add_argument("--force", action="store_true", help="replace outputs of these splits that exist already")
     s = sub.add_parser("verify", help="check .beton files against their recorded checksums")
     s.add_argument("paths", nargs="+", metavar="FILE.beton")
     command_line = argv is None
@@ -111,6 +114,25 @@ def _check_args(a) -> str | None:
     max_bad = getattr(a, "max_bad", 0.0)
     if not (max_bad == max_bad and 0 <= max_bad <= 1):  # NaN compares unequal to itself
         return f"--max-bad {max_bad}: a fraction in [0, 1]"
+    if a.cmd == "fmnist-clothing1m":
+        for opt, v in (("--num-train", a.num_train), ("--num-val", a.num_val), ("--num-test", a.num_test)):
+            if v < 1:
+                return f"{opt} {v}: must be >= 1"
+        if a.num_train + a.num_val + a.num_test > 70_000:
+            return (f"--num-train + --num-val + --num-test = {a.num_train + a.num_val + a.num_test}: Fashion-MNIST has "
+                    f"70,000 images")
+        out = Path(a.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not a.force:
+            return (f"--out {out} exists and is not empty (a dataset folder there would be overwritten): choose a "
+                    f"new folder, or pass --force")
+    elif a.cmd != "verify" and not a.force:
+        from pipelines.formats import beton_path, list_path
+
+        where = beton_path if a.to == "ffcv" else list_path
+        out = a.out or f"data/{a.to}"
+        there = [str(where(out, a.cmd, name)) for name in a.splits if where(out, a.cmd, name).exists()]
+        if there:
+            return f"{', '.join(there)} exist already: pass --force to replace them, or choose another --out"
     return None
 
 
