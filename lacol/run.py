@@ -31,6 +31,7 @@ class RunFolder:
         self.main = accelerator.is_main_process
         self.checkpoints = self.path / "checkpoints"
         self._log = None
+        self._lock = None  # the open .lock file while this process writes the folder
         self.trackers = False  # Accelerate's trackers (train.trackers) started by ``create``
 
     @property
@@ -42,6 +43,7 @@ class RunFolder:
         checkpoints (``--resume`` continues it)."""
         if self.main:
             self.path.mkdir(parents=True, exist_ok=True)
+            self.lock()
             if not resume and self.latest_checkpoint() is not None:
                 raise FileExistsError(f"{self.path} already holds checkpoints: pass --resume to continue it, "
                                       f"or choose another train.name")
@@ -52,6 +54,28 @@ class RunFolder:
             self.acc.init_trackers(cfg.run_name, config=flat_config(cfg),
                                    init_kwargs={"wandb": {"dir": logs}} if "wandb" in cfg.train.trackers else {})
             self.trackers = True
+
+    def lock(self) -> None:
+        """Hold the folder's advisory lock (``.lock``, flock: the kernel drops it when the process
+        dies, so a kill -9 leaves no stale lock) until ``close``; a second writer is refused with
+        the holder's PID, before it writes anything."""
+        import fcntl
+        import os
+
+        f = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise FileExistsError(f"{self.path} is in use by process {holder} (another lacol train or compare "
+                                  f"writing it): wait for it to end, or choose another train.name") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock = f
 
     # ------------------------------------------------------------------------- checkpoints
 
@@ -190,6 +214,9 @@ class RunFolder:
         if self.trackers:
             self.acc.end_training()
             self.trackers = False
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
 
 
 def flat_config(cfg: Config) -> dict:
