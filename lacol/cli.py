@@ -12,6 +12,7 @@ from pipelines.fileio import output_target
 from pipelines.sources.base import DatasetError
 
 from .config import METHODS, ConfigError, _choice, load_config
+from .losses import NonFiniteLoss
 from .models import WeightsError
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "fashion_mnist.yaml"
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, DatasetError, WeightsError, FileNotFoundError, FileExistsError) as e:
+    except (ConfigError, DatasetError, WeightsError, FileNotFoundError, FileExistsError, NonFiniteLoss) as e:
         print(f"lacol {args.cmd}: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an output folder that is read-only, full, or a file: name it, not a traceback

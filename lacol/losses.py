@@ -179,6 +179,11 @@ def selection_stats(selected: torch.Tensor, index: torch.Tensor, label: torch.Te
     return torch.stack([sel.sum(), (sel & is_clean).sum(), is_clean.sum(), known.sum()]).float()
 
 
+
+class NonFiniteLoss(RuntimeError):
+    """Training stopped at the first non-finite loss (``train.FiniteGuard``)."""
+
+
 @dataclass
 class StepOutput:
     loss: torch.Tensor

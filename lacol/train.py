@@ -23,7 +23,7 @@ from pipelines.sources import dataset_info
 from . import audit
 from .config import Config, ConfigError
 from .display import Display
-from .losses import Dist, Method
+from .losses import Dist, Method, NonFiniteLoss
 from .models import build_model
 from .run import RunFolder
 
@@ -183,6 +183,7 @@ class Trainer:
             self._resume()
         self.history = self.run.history(self.state.epoch) if resume else []
         self.display = Display(cfg, self.run.main, len(self.loader), evals=tuple(self.evals))
+        self.guard = FiniteGuard(device)
         accelerator.print(f"{cfg.run_name}: {len(self.split)} training samples, {world} process(es) x batch "
                           f"{d.batch_size} x accum {o.grad_accum} = global batch {self.state.global_batch}, "
                           f"{len(self.loader)} steps/epoch, {device}, mixed_precision={accelerator.mixed_precision}")
@@ -268,6 +269,7 @@ class Trainer:
             if out.selection is not None:
                 self.sel_tot += out.selection
             if state.global_step % t.log_every == 0:
+                self.guard.check(self.cfg, self.run.latest_checkpoint())  # the logging step syncs anyway
                 self.log_step(epoch, lr, out, len(batch) * self.acc.num_processes)
             # at the first window end in each block of checkpoint_every steps (with grad_accum 1:
             # every checkpoint_every steps)
@@ -296,6 +298,7 @@ class Trainer:
         last = i % accum == window - 1
         with contextlib.nullcontext() if last else self.acc.no_sync(self.model):  # DDP all-reduces at the end
             out = self.method(self.model, batch, epoch, i)
+            self.guard.update(self.state.global_step, out.loss, out.terms)
             if self.evidence is not None and out.p_weak is not None:
                 self.evidence.record(epoch, batch.index, out.p_weak, batch.label, out.selected)
             self.acc.backward(out.loss / window if window > 1 else out.loss)
@@ -319,7 +322,9 @@ class Trainer:
 
     def checkpoint(self) -> None:
         """A checkpoint of the loop (collective), with the audit's record so far and, inside an
-        epoch, the epoch's sums so far (its means after a resume are the uninterrupted ones)."""
+        epoch, the epoch's sums so far (its means after a resume are the uninterrupted ones);
+        never of weights a non-finite loss has touched."""
+        self.guard.check(self.cfg, self.run.latest_checkpoint())
         extra = {} if self.evidence is None else self.evidence.combined(self.acc.num_processes)
         if self.counts is not None:  # inside an epoch
             extra.update({f"epoch.sum.{k}": torch.as_tensor(v).detach().float().reshape(1).cpu()
@@ -385,6 +390,7 @@ class Trainer:
         self.run.write_json("history.json", self.history, indent=None)
 
     def finish(self) -> dict:
+        self.guard.check(self.cfg, self.run.latest_checkpoint())
         summary = summarise(self.cfg, self.history, self.state)
         if self.state.epoch >= self.cfg.optim.epochs:
             s = self.split
@@ -402,6 +408,42 @@ class Trainer:
                                 classes=s.classes)
         self.acc.wait_for_everyone()
         return summary
+
+
+class FiniteGuard:
+    """The first step whose total loss is not finite, and which loss terms were not finite then,
+    kept on the device (a few ops per step, no host sync); ``check`` reads it where the loop
+    syncs anyway (logging steps, checkpoints, the end) and stops the run there."""
+
+    def __init__(self, device):
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.flags: dict[str, torch.Tensor] = {}
+        self.total = torch.zeros((), dtype=torch.bool, device=device)
+
+    def update(self, step: int, loss: torch.Tensor, terms: dict) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        new = bad & (self.first < 0)
+        self.first = torch.where(new, self.first.new_full((), step), self.first)  # a fill: no host copy
+        self.total = self.total | new
+        for k, v in terms.items():
+            was = self.flags.get(k, torch.zeros_like(new))
+            self.flags[k] = torch.where(new, ~torch.isfinite(v.detach()), was)
+
+    def check(self, cfg, checkpoint) -> None:
+        first = int(self.first)  # a host sync: only where the loop syncs anyway
+        if first < 0:
+            return
+        names = {"ls": "L_LS", "ms": "L_MS", "sc": "L_SC", "ce": "CE"}
+        terms = [names.get(k, k) for k, v in self.flags.items() if bool(v)] or ["the total"]
+        kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"
+        keys = f"optim.lr={cfg.optim.lr:g}"
+        if "L_MS" in terms or "L_SC" in terms:
+            keys += f", loss.tau={cfg.loss.tau:g}, loss.rho={cfg.loss.rho:g}"
+        if cfg.train.mixed_precision == "fp16":
+            keys += ", train.mixed_precision=fp16 (try bf16)"
+        raise NonFiniteLoss(f"the loss became non-finite at step {first} ({', '.join(terms)}): training stopped "
+                            f"and no weights were saved after it; {kept}. Most likely at fault: {keys} "
+                            f"(optim.gamma={cfg.optim.gamma:g} multiplies the lr at each milestone)")
 
 
 def selection_rates(s: torch.Tensor, n_samples: int) -> dict:
