@@ -28,11 +28,16 @@ def load_run(run: str | Path, weights: str = "model.safetensors"):
     model = build_model(cfg.model.arch, len(info["classes"]), info["channels"], cfg.model.width, cfg.model.embed_dim,
                         embed_from=cfg.model.embed_from)
     try:
-        model.load_state_dict(load_file(str(run / weights)))
+        state = load_file(str(run / weights))
+        model.load_state_dict(state)
     except Exception as e:  # cut or foreign file, or weights of another network
         raise WeightsError(f"{run / weights}: cannot be loaded into this run's {cfg.model.arch} ({first_line(e)}); "
                            f"the file is damaged or from another run: use model.safetensors or best.safetensors "
                            f"as the run wrote them") from None
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise WeightsError(f"{run / weights}: {bad} holds NaN or infinite values (the run diverged); its "
+                           f"predictions would mean nothing: retrain (lacol train stops at a non-finite loss)")
     return cfg, model.eval(), info
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from pipelines.fileio import atomic_path, atomic_write
 
 from . import audit
+from .losses import NonFiniteLoss
 from .audit import Audit, detection, ranked
 
 
@@ -223,6 +224,9 @@ def report(run: str | Path, top: int = 20, out: str | None = None, plot: str | N
 
     run = Path(run)
     rec = audit.load(run / "audit.npz")
+    if not np.isfinite(rec["prob"].astype(np.float32)).all():
+        raise NonFiniteLoss(f"{run / 'audit.npz'}: the record holds NaN probabilities (the run diverged); its flags "
+                         f"would mean nothing: retrain (lacol train stops at a non-finite loss)")
     a = audit.analyse(rec)
     cfg, split = audit.training_split(run)
     files = audit.files_of(split, a.rows)

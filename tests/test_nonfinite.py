@@ -42,3 +42,30 @@ def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_saves_no_weigh
     assert ckpts == ["step_000000008"]
     state = json.loads((run / "checkpoints" / "step_000000008" / "state.json").read_text())
     assert state["epoch"] == 1
+
+
+def test_audit_predict_and_eval_refuse_a_diverged_runs_files(tmp_path, capsys):
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "ok"
+    assert lacol(["train", *TINY, f"train.out_dir={tmp_path}", "train.name=ok"]) == 0
+    weights = load_file(str(run / "model.safetensors"))
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = weights[name] * float("nan")
+    save_file(weights, str(run / "model.safetensors"))
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
+    capsys.readouterr()
+    for cmd in (["eval", "--run", str(run)], ["predict", "--run", str(run), str(image)]):
+        assert lacol(cmd) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{name} holds NaN" in err[0], err
+    with np.load(run / "audit.npz", allow_pickle=False) as z:
+        rec = {k: z[k] for k in z.files}
+    rec["prob"] = np.full_like(rec["prob"], np.nan)
+    np.savez(run / "audit.npz", **rec)
+    assert lacol(["audit", "--run", str(run)]) == 2
+    assert "NaN probabilities" in capsys.readouterr().err
