@@ -72,16 +72,21 @@ def _decode(path: str, size: int, mode: str) -> np.ndarray:
 
 @torch.no_grad()
 def predict(run: str | Path, images: list[str], topk: int = 3, weights: str = "model.safetensors"):
-    """[(path, [(class name, probability), ...]), ...] for image files, top-k each."""
+    """[(path, [(class name, probability), ...]), ...] for image files, top-k each; decoded and
+    run ``data.eval_batch_size`` images at a time, so memory stays flat in the number of images."""
     cfg, model, info = load_run(run, weights)
     classes, in_ch = info["classes"], info["channels"]
     size = cfg.data.image_size
     decode = size if cfg.data.dataset != "clothing1m" else cfg.data.decode_size
     mode = "L" if in_ch == 1 else "RGB"
-    batch = [_decode(path, decode, mode).reshape(decode, decode, in_ch) for path in images]
-    (x,) = Augmenter([eval_view(size)], info["mean"], info["std"])(torch.from_numpy(np.stack(batch)))
-    probs = model(x, embed=False)[0].float().softmax(1)
+    view = Augmenter([eval_view(size)], info["mean"], info["std"])
     k = min(topk, len(classes))
-    top = probs.topk(k, dim=1)
-    return [(p, [(classes[i], float(v)) for v, i in zip(top.values[r], top.indices[r].tolist())])
-            for r, p in enumerate(images)]
+    out = []
+    for i in range(0, len(images), cfg.data.eval_batch_size):
+        paths = images[i:i + cfg.data.eval_batch_size]
+        batch = [_decode(path, decode, mode).reshape(decode, decode, in_ch) for path in paths]
+        (x,) = view(torch.from_numpy(np.stack(batch)))
+        top = model(x, embed=False)[0].float().softmax(1).topk(k, dim=1)
+        out += [(p, [(classes[c], float(v)) for v, c in zip(top.values[r], top.indices[r].tolist())])
+                for r, p in enumerate(paths)]
+    return out
