@@ -11,7 +11,7 @@ import numpy as np
 from pipelines.fileio import output_target
 from pipelines.sources.base import DatasetError
 
-from .config import METHODS, ConfigError, _choice, load_config
+from .config import METHODS, ConfigError, _choice, load_config, same_experiment
 from .losses import NonFiniteLoss
 from .models import WeightsError
 
@@ -64,7 +64,11 @@ def cmd_compare(args) -> int:
             run = Path(cfg.train.out_dir) / cfg.run_name
             done = run / "summary.json"
             if args.reuse and done.is_file():
-                results[m].append(json.loads(done.read_text()))
+                same_experiment(run, cfg)
+                try:
+                    results[m].append(json.loads(done.read_text()))
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{done}: not JSON ({e}); run without --reuse to train it again") from None
                 continue
             resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*"))
             results[m].append(train(cfg, resume=resume))

@@ -472,6 +472,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg.validate()
 
 
+NEUTRAL = {"train.progress", "train.log_every", "train.threads", "train.out_dir", "train.name", "train.checkpoint_every",
+           "train.keep_checkpoints", "train.stop_after", "train.trackers", "data.num_workers", "data.dali_threads",
+           "data.eval_batch_size", "data.ffcv_dir", "data.dali_dir"}
+"""Keys that cannot change what a run computes (progress, logging, threads, workers, where its
+files go): the only ones that may differ when a run folder is continued or reused."""
+
+
+def config_diff(stored: Config, asked: Config) -> list[tuple[str, Any, Any]]:
+    """(key, stored value, asked value) of every key outside ``NEUTRAL`` that differs."""
+    a, b = stored.to_dict(), asked.to_dict()
+    return [(f"{s}.{k}", a[s][k], b[s][k]) for s in a for k in a[s]
+            if f"{s}.{k}" not in NEUTRAL and a[s][k] != b[s][k]]
+
+
+def same_experiment(run: str | Path, asked: Config) -> None:
+    """Refuse, naming every differing key with both values, when the run folder ``run`` holds
+    another experiment than ``asked`` (its config.yaml, which must read)."""
+    run = Path(run)
+    try:
+        stored = read_run_config(run)
+    except (yaml.YAMLError, ConfigError, AttributeError, TypeError) as e:
+        raise ConfigError(f"{run / 'config.yaml'}: not a config lacol wrote ({first_line(e)}); this folder "
+                          f"cannot be continued: choose another train.name or a fresh train.out_dir") from None
+    diff = config_diff(stored, asked)
+    if diff:
+        keys = "; ".join(f"{k}: {old!r} in the folder, {new!r} asked" for k, old, new in diff)
+        raise ConfigError(f"{run} holds another experiment ({keys}): a run folder is one experiment; choose "
+                          f"another train.name (lacol compare: --prefix) or a fresh train.out_dir")
+
+
+def first_line(e: Exception) -> str:
+    """An exception's first message line (a loader's multi-line error in a one-line message)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def config_yaml(cfg: Config) -> str:
     """The resolved config as the YAML a run folder keeps (``config_from_dict`` reads it back)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
@@ -482,7 +517,10 @@ def read_run_config(run: str | Path) -> Config:
     path = Path(run) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: is {run} a `lacol train` run folder?")
-    return config_from_dict(yaml.safe_load(path.read_text()))
+    d = yaml.safe_load(path.read_text())
+    if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
+        raise ConfigError(f"{path}: expected sections data/model/loss/optim/train")
+    return config_from_dict(d)
 
 
 def config_from_dict(d: dict) -> Config:

@@ -11,8 +11,8 @@ from pipelines.augment import Augmenter
 from pipelines.decode import decode_square
 from pipelines.views import eval_view
 
-from .config import read_run_config
-from .models import WeightsError, build_model, first_line
+from .config import first_line, read_run_config
+from .models import WeightsError, build_model
 
 
 def load_run(run: str | Path, weights: str = "model.safetensors"):

@@ -13,14 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import first_line
+
 
 class WeightsError(ValueError):
     """A weights file is missing or does not fit the model; the message names the file and key."""
-
-
-def first_line(e: Exception) -> str:
-    """An exception's first message line (a loader's multi-line error in a one-line message)."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 class ViewBatchNorm2d(nn.BatchNorm2d):

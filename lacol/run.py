@@ -17,7 +17,7 @@ import torch
 
 from pipelines.fileio import atomic_json, atomic_path, atomic_write
 
-from .config import Config, config_yaml
+from .config import Config, config_yaml, same_experiment
 
 
 ACCELERATE_FILES = ("optimizer.bin", "random_states_0.pkl", "pytorch_model.bin", "custom_checkpoint_0.pkl")
@@ -47,6 +47,8 @@ class RunFolder:
             if not resume and self.latest_checkpoint() is not None:
                 raise FileExistsError(f"{self.path} already holds checkpoints: pass --resume to continue it, "
                                       f"or choose another train.name")
+            if self.latest_checkpoint() is not None or (self.path / "summary.json").is_file():
+                same_experiment(self.path, cfg)  # before anything in the folder is written
             atomic_write(self.path / "config.yaml", config_yaml(cfg))
         self.acc.wait_for_everyone()
         if cfg.train.trackers:  # on every process: Accelerate keeps trackers on the main one only
