@@ -17,6 +17,7 @@ cross-validation.
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +103,12 @@ def load(path: Path) -> dict[str, np.ndarray]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no audit record; it is written at the end of a training run "
                                 f"(train.audit=true, more epochs than loss.warmup_epochs)")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise FileNotFoundError(f"{path}: not a complete audit record ({type(e).__name__}: {e}); it is written at "
+                                f"the end of a training run: train again, or --resume a stopped one") from None
 
 
 def analyse(rec: dict[str, np.ndarray]) -> Audit:

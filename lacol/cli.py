@@ -38,6 +38,8 @@ def _seeds(text: str, option: str) -> list[int]:
         raise ConfigError(f"{option} {text!r}: write integers separated by commas, e.g. 0,1,2") from None
     if any(s < 0 for s in seeds):
         raise ConfigError(f"{option} {text!r}: seeds are >= 0")
+    if len(set(seeds)) != len(seeds):  # one run counted twice would report a spread of 0
+        raise ConfigError(f"{option} {text!r}: each seed once")
     return seeds
 
 

@@ -451,6 +451,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"no config file {path}; recipes are in configs/")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except RecursionError:  # deep nesting or a self-referential alias
+            raise ConfigError(f"{path}: nested too deep (or an alias refers to itself); recipes are flat "
+                              f"sections of keys") from None
         except yaml.YAMLError as e:
             where = getattr(e, "problem_mark", None)
             at = f":{where.line + 1}:{where.column + 1}" if where is not None else ""

@@ -58,13 +58,13 @@ def evaluate_run(run: str | Path, weights: str = "model.safetensors") -> dict:
 
 def _decode(path: str, size: int, mode: str) -> np.ndarray:
     """An image file's pixels, or an error naming the file (text, empty, a folder, damaged)."""
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     from pipelines.sources.base import DatasetError
 
     try:
         return decode_square(path, size, mode)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         if isinstance(e, FileNotFoundError):
             raise
         raise DatasetError(f"{path}: not an image this reads ({type(e).__name__}: {e})") from None

@@ -207,6 +207,10 @@ class Trainer:
     def _resume(self) -> None:
         ckpt = self.run.load_checkpoint(self.model, self.optimizer, self.state, extra=self._load_extra)
         s = self.state
+        if not (0 <= s.epoch <= self.cfg.optim.epochs and s.step_in_epoch >= 0 and s.global_step >= 0):
+            raise FileNotFoundError(f"{ckpt}/state.json: epoch {s.epoch}, step {s.step_in_epoch} is outside this "
+                                    f"run's 0..{self.cfg.optim.epochs} epochs: the checkpoint is damaged or from "
+                                    f"another run; remove it to resume from the one before")
         self.acc.print(f"resumed from {ckpt} (epoch {s.epoch}, step {s.step_in_epoch} of it)")
         global_batch = self.cfg.data.batch_size * self.acc.num_processes * self.cfg.optim.grad_accum
         if s.global_batch != global_batch:  # another world size: same samples seen, new step size

@@ -105,7 +105,7 @@ class _Batches:
         self.skipped: list[str] = []
         self.decoded = None if split.images is not None else _DecodedBatches(split, decode_size, worker_augment)
         if self.decoded is not None and num_workers < 1:
-            raise ValueError("decoding image files needs data.num_workers >= 1")
+            raise DatasetError(f"{split.name}: decoding image files needs data.num_workers >= 1 (it is {num_workers})")
 
     def indices(self) -> np.ndarray:
         return shard_indices(len(self.split), self.rank, self.world, self.epoch, self.seed,
