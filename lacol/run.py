@@ -8,6 +8,7 @@ pickled: tensors are safetensors, everything else JSON, so resuming a folder som
 runs no code from it."""
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -97,14 +98,22 @@ class RunFolder:
         tmp = self.checkpoints / f".tmp_step_{state.global_step:09d}"
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            save_file(self._weights(model), str(tmp / "model.safetensors"))
-            tensors, rest = split_optimizer_state(optimizer.state_dict())
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
-            (tmp / "optimizer.json").write_text(json.dumps(rest))
-            (tmp / "state.json").write_text(json.dumps(state.state_dict()))
-            if extra:
-                save_file({k: v.contiguous() for k, v in extra.items()}, str(tmp / "extra.safetensors"))
+            try:
+                tmp.mkdir(parents=True)
+                save_file(self._weights(model), str(tmp / "model.safetensors"))
+                tensors, rest = split_optimizer_state(optimizer.state_dict())
+                save_file(tensors, str(tmp / "optimizer.safetensors"))
+                (tmp / "optimizer.json").write_text(json.dumps(rest))
+                (tmp / "state.json").write_text(json.dumps(state.state_dict()))
+                if extra:
+                    save_file({k: v.contiguous() for k, v in extra.items()}, str(tmp / "extra.safetensors"))
+            except Exception as e:  # a full disk: safetensors raises its own error, not an OSError
+                shutil.rmtree(tmp, ignore_errors=True)
+                last = self.latest_checkpoint()
+                kept = f"the last good checkpoint {last.name} is intact" if last else "no earlier checkpoint"
+                why = "no space left" if "No space" in str(e) or getattr(e, "errno", None) == errno.ENOSPC else str(e)
+                raise OSError(getattr(e, "errno", None) or errno.ENOSPC, f"{why} writing a checkpoint ({kept}; "
+                              f"--resume continues from it)", str(self.checkpoints)) from None
         self.acc.wait_for_everyone()
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():

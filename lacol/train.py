@@ -279,7 +279,8 @@ class Trainer:
             # every checkpoint_every steps)
             if t.checkpoint_every and stepped and state.global_step // t.checkpoint_every != mark:
                 mark = state.global_step // t.checkpoint_every
-                self.checkpoint()
+                if state.step_in_epoch < steps:  # at the epoch's last step the epoch end checkpoints it
+                    self.checkpoint()
         n_steps, n_samples = self.counts[0], self.counts[1]
         dt = self.counts[2] + time.perf_counter() - t0
         stats = {k: float(v) / max(n_steps, 1) for k, v in self.sums.items()}
