@@ -171,10 +171,31 @@ def training_split(run: Path):
     return cfg, load_split(cfg.data.dataset, dataset_info(cfg.data.dataset).train, cfg.data.root)
 
 
-def files_of(split, rows: np.ndarray) -> list[str] | None:
+def files_digest(files) -> str:
+    """SHA-256 of a list of file keys, in order (what a run trained on; ``dataset.json``)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(map(str, files)).encode()).hexdigest()
+
+
+def files_of(split, rows: np.ndarray, run: Path | None = None) -> list[str] | None:
     """The file of each audited row for file datasets (Clothing1M); None for in-memory datasets
-    (a row is then the index in the full training split)."""
-    return None if split.files is None else [str(split.files[r]) for r in rows]
+    (a row is then the index in the full training split). With ``run``, the files must be the
+    ones the run trained on (``dataset.json``'s digest): a list edited since is refused."""
+    if split.files is None:
+        return None
+    import json
+
+    list_file = split.root / "noisy_train_key_list.txt" if split.root is not None else split.name
+    if len(rows) and int(rows.max()) >= len(split):
+        raise FileNotFoundError(f"{list_file}: lists {len(split)} files, the run trained on row {int(rows.max())}: the "
+                                f"list changed since training; the audit would name other files")
+    files = [str(split.files[r]) for r in rows]
+    facts = json.loads((run / "dataset.json").read_text()) if run is not None and (run / "dataset.json").is_file() else {}
+    if "files" in facts and files_digest(files) != facts["files"]["sha256"]:
+        raise FileNotFoundError(f"{list_file}: not the list {run.name} trained on (its files differ from "
+                                f"dataset.json's digest): the audit would name other files; restore the list")
+    return files
 
 
 def ranked(a: Audit) -> np.ndarray:

@@ -229,7 +229,7 @@ def report(run: str | Path, top: int = 20, out: str | None = None, plot: str | N
                          f"would mean nothing: retrain (lacol train stops at a non-finite loss)")
     a = audit.analyse(rec)
     cfg, split = audit.training_split(run)
-    files = audit.files_of(split, a.rows)
+    files = audit.files_of(split, a.rows, run)
     console = console or Console(width=140)
     n = len(a.score)
     console.print(f"[bold]{run.name}[/] ({a.method}): {a.flagged.sum()} of {n} training labels flagged "

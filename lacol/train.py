@@ -400,8 +400,10 @@ class Trainer:
         if self.state.epoch >= self.cfg.optim.epochs:
             s = self.split
             self.run.save_weights(self.model, "model.safetensors")
-            self.run.write_json("dataset.json", {"classes": list(s.classes), "mean": list(s.mean),
-                                                 "std": list(s.std), "channels": s.channels}, indent=None)
+            facts = {"classes": list(s.classes), "mean": list(s.mean), "std": list(s.std), "channels": s.channels}
+            if s.files is not None:  # what the audit's rows name: lacol audit refuses a list changed since
+                facts["files"] = {"count": len(s), "sha256": audit.files_digest(s.files)}
+            self.run.write_json("dataset.json", facts, indent=None)
             self.run.write_json("summary.json", summary)
             if self.heldout is not None:
                 self.write_heldout()

@@ -79,3 +79,26 @@ def test_yaml_nested_too_deep_or_self_referential(tmp_path, capsys):
     for f in (deep, alias):
         assert lacol(["train", "--config", str(f)]) == 2
         _one_line(capsys, str(f))
+
+
+def test_audit_refuses_a_key_list_changed_since_training(clothing_root, tmp_path, capsys):
+    """Item 10: the audit names the files the run trained on, or refuses."""
+    import shutil
+
+    root = tmp_path / "c1m"
+    shutil.copytree(clothing_root, root)
+    assert lacol(["train", "data.dataset=clothing1m", f"data.root={root}", "data.noise=none", "data.val_size=0",
+                  "data.train_subset=0", "model.arch=small_cnn", "model.width=8", "data.image_size=28",
+                  "data.decode_size=32", "data.batch_size=16", "data.num_workers=1", "optim.epochs=2",
+                  "loss.warmup_epochs=1", "train.threads=1", "train.progress=false", f"train.out_dir={tmp_path}",
+                  "train.name=c"]) == 0
+    assert lacol(["audit", "--run", str(tmp_path / "c"), "--top", "0"]) == 0
+    capsys.readouterr()
+    keys = root / "noisy_train_key_list.txt"
+    lines = keys.read_text().splitlines()
+    keys.write_text("\n".join(reversed(lines)) + "\n")
+    assert lacol(["audit", "--run", str(tmp_path / "c"), "--top", "0"]) == 2
+    _one_line(capsys, "noisy_train_key_list.txt", "not the list")
+    keys.write_text("\n".join(lines[:40]) + "\n")
+    assert lacol(["audit", "--run", str(tmp_path / "c"), "--top", "0"]) == 2
+    _one_line(capsys, "noisy_train_key_list.txt", "lists 40 files")
