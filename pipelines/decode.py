@@ -14,11 +14,14 @@ from .sources.base import DatasetError
 
 def check_readable(path: str | Path, root: str | Path | None = None) -> None:
     """Refuse, before opening, what a reader must not read: anything that is not a regular file
-    (a FIFO named .jpg would block the reader for ever) and, given the dataset ``root``, an entry
-    that resolves outside it (``..``, an absolute path, a symlink pointing out)."""
+    once symlinks are followed (a FIFO named .jpg, or a link to one, would block the reader for
+    ever; a device would be read without end) and, given the dataset ``root``, a path that is not
+    under it as written (``sources.base.normal_key`` already refuses keys with ``..`` or an
+    absolute path). Symlinks under the root are followed wherever they lead (an ``images/`` kept
+    on another disk, the common layout)."""
     path = Path(path)
-    if root is not None and not path.resolve().is_relative_to(Path(root).resolve()):
-        raise DatasetError(f"{path}: resolves outside the dataset root {root}; refused, not read")
+    if root is not None and not os.path.normpath(path).startswith(os.path.normpath(root) + os.sep):
+        raise DatasetError(f"{path}: not under the dataset root {root}; refused, not read")
     if not stat.S_ISREG(os.stat(path).st_mode):  # FileNotFoundError when missing
         raise DatasetError(f"{path}: not a regular file; refused, not read")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, Split
+from .base import DatasetError, Split, normal_key, normal_keys
 
 # ImageNet statistics (0..255), matching ImageNet-pretrained encoders.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -71,16 +71,18 @@ def read_kv(path: Path, num_classes: int) -> dict[str, int]:
         _bad_line(path, lines, ok, expected)
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         _bad_line(path, lines, ok, expected)
-    out = dict(zip((f[0] for f in fields), labels.tolist()))
+    keys = normal_keys([f[0] for f in fields], [n for n, line in enumerate(lines, 1) if line.strip()], path)
+    out = dict(zip(keys, labels.tolist()))
     if len(out) != len(fields):  # a key listed twice: the same label is harmless, two labels are not
         first: dict[str, tuple[int, int]] = {}
         for n, f in enumerate((line.split() for line in lines), 1):
             if not f:
                 continue
-            if f[0] in first and first[f[0]][1] != int(f[1]):
-                raise DatasetError(f"{path}:{n}: key {f[0]!r} is labelled {f[1]} here and {first[f[0]][1]} at line "
-                                   f"{first[f[0]][0]}; keep one label per key")
-            first.setdefault(f[0], (n, int(f[1])))
+            k = normal_key(f[0], f"{path}:{n}")  # one key spelled two ways is one key
+            if k in first and first[k][1] != int(f[1]):
+                raise DatasetError(f"{path}:{n}: key {f[0]!r} is labelled {f[1]} here and {first[k][1]} at line "
+                                   f"{first[k][0]}; keep one label per key")
+            first.setdefault(k, (n, int(f[1])))
     return out
 
 
@@ -106,11 +108,12 @@ def load(split: str = "noisy_train", root: str | Path = "data/clothing1m", *,
         return cache[name]
 
     list_path = root / SPLITS[split]
-    keys = [line.strip() for line in _lines(list_path) if line.strip()]
+    numbered = [(n, line.strip()) for n, line in enumerate(_lines(list_path), 1) if line.strip()]
+    keys = normal_keys([k for _, k in numbered], [n for n, _ in numbered], list_path)
     if len(set(keys)) != len(keys):
         seen: dict[str, int] = {}
-        for n, k in enumerate((line.strip() for line in _lines(list_path)), 1):
-            if k and k in seen:
+        for (n, _), k in zip(numbered, keys):
+            if k in seen:
                 raise DatasetError(f"{list_path}:{n}: key {k!r} is listed again (first at line {seen[k]}); a "
                                    f"split lists each image once")
             seen.setdefault(k, n)
