@@ -520,7 +520,11 @@ def read_run_config(run: str | Path) -> Config:
     path = Path(run) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: is {run} a `lacol train` run folder?")
-    d = yaml.safe_load(path.read_text())
+    try:
+        d = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{path}: not a config lacol wrote ({type(e).__name__}); this folder cannot be "
+                          f"continued: choose another train.name or a fresh train.out_dir") from None
     if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
         raise ConfigError(f"{path}: expected sections data/model/loss/optim/train")
     return config_from_dict(d)

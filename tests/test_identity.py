@@ -35,7 +35,7 @@ def test_a_broken_config_in_a_run_folder_is_one_line(tmp_path, capsys):
     run = tmp_path / "r"
     base = ["train", *TINY, f"train.out_dir={tmp_path}", "train.name=r"]
     assert lacol(base) == 0
-    for text in ("", "[1, 2]\n", "data: 3\n"):
+    for text in ("", "[1, 2]\n", "data: 3\n", "a: &x [*x]\n", "data: " + "[" * 5000 + "]" * 5000 + "\n"):
         (run / "config.yaml").write_text(text)
         assert lacol([*base, "--resume"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
