@@ -273,7 +273,7 @@ class Trainer:
             if out.selection is not None:
                 self.sel_tot += out.selection
             if state.global_step % t.log_every == 0:
-                self.guard.check(self.cfg, self.run.latest_checkpoint())  # the logging step syncs anyway
+                self.guard.check(self.cfg, self.run.latest_checkpoint)  # the logging step syncs anyway
                 self.log_step(epoch, lr, out, len(batch) * self.acc.num_processes)
             # at the first window end in each block of checkpoint_every steps (with grad_accum 1:
             # every checkpoint_every steps)
@@ -329,7 +329,7 @@ class Trainer:
         """A checkpoint of the loop (collective), with the audit's record so far and, inside an
         epoch, the epoch's sums so far (its means after a resume are the uninterrupted ones);
         never of weights a non-finite loss has touched."""
-        self.guard.check(self.cfg, self.run.latest_checkpoint())
+        self.guard.check(self.cfg, self.run.latest_checkpoint)
         extra = {} if self.evidence is None else self.evidence.combined(self.acc.num_processes)
         if self.counts is not None:  # inside an epoch
             extra.update({f"epoch.sum.{k}": torch.as_tensor(v).detach().float().reshape(1).cpu()
@@ -395,7 +395,7 @@ class Trainer:
         self.run.write_json("history.json", self.history, indent=None)
 
     def finish(self) -> dict:
-        self.guard.check(self.cfg, self.run.latest_checkpoint())
+        self.guard.check(self.cfg, self.run.latest_checkpoint)
         summary = summarise(self.cfg, self.history, self.state)
         if self.state.epoch >= self.cfg.optim.epochs:
             s = self.split
@@ -436,10 +436,12 @@ class FiniteGuard:
             was = self.flags.get(k, torch.zeros_like(new))
             self.flags[k] = torch.where(new, ~torch.isfinite(v.detach()), was)
 
-    def check(self, cfg, checkpoint) -> None:
+    def check(self, cfg, latest_checkpoint) -> None:
+        """Stop the run if a loss was non-finite (``latest_checkpoint()``: the one to name)."""
         first = int(self.first)  # a host sync: only where the loop syncs anyway
         if first < 0:
             return
+        checkpoint = latest_checkpoint()
         names = {"ls": "L_LS", "ms": "L_MS", "sc": "L_SC", "ce": "CE"}
         terms = [names.get(k, k) for k, v in self.flags.items() if bool(v)] or ["the total"]
         kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"

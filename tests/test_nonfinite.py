@@ -22,7 +22,7 @@ def test_the_guard_names_the_first_bad_step_and_term():
     from lacol.config import load_config
 
     try:
-        g.check(load_config(None, []), "runs/x/checkpoints/step_000000008")
+        g.check(load_config(None, []), lambda: "runs/x/checkpoints/step_000000008")
     except NonFiniteLoss as e:
         msg = str(e)
     assert "at step 8 (L_MS)" in msg and "loss.tau=0.2" in msg and "step_000000008" in msg
