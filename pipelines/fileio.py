@@ -33,21 +33,6 @@ def output_target(path: str | Path) -> Path:
     raise OutputError(f"{path}{via} is {kind}: refused, nothing written; name a regular file or a new path")
 
 
-def remove_stale(path: Path) -> None:
-    """Temporary files of ``path`` left by writers that were killed (kill -9 runs no cleanup):
-    those whose process is gone are removed before the next write."""
-    for f in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = f.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's
-            pass
-
-
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (``output_target``'s: a symlink's target) to write;

@@ -2,9 +2,7 @@
 that gave a traceback or a silent wrong result is one line naming the file or key."""
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from lacol.cli import main as lacol
 

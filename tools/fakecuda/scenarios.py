@@ -127,7 +127,7 @@ def loaders_ffcv(rec) -> dict:
 def _paused(rec):
     from torch.utils._python_dispatch import _pop_mode_temporarily
 
-    with _pop_mode_temporarily() as top, _pop_mode_temporarily():  # the recorder, then the fake mode
+    with _pop_mode_temporarily(), _pop_mode_temporarily():  # the recorder, then the fake mode
         yield
 
 
