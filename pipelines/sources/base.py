@@ -19,12 +19,13 @@ def _odd(key: str) -> bool:
     return key.startswith(("/", ".")) or "/." in key or "//" in key or "\\" in key or key[1:2] == ":"
 
 
-def normal_keys(keys: list[str], lines: list[int], path) -> list[str]:
-    """``normal_key`` of each key (``lines``: their line numbers in ``path``); one quick pass
-    when every key is already in the common spelling (1M keys: a fraction of a second)."""
+def normal_keys(keys: list[str], path, line_numbers) -> list[str]:
+    """``normal_key`` of each key of ``path``; one quick pass when every key is already in the
+    common spelling (1M keys: a fraction of a second), and only then ``line_numbers()`` (each
+    key's line, for errors) is computed."""
     if not any(map(_odd, keys)):
         return keys
-    return [normal_key(k, f"{path}:{n}") for k, n in zip(keys, lines)]
+    return [normal_key(k, f"{path}:{n}") for k, n in zip(keys, line_numbers())]
 
 
 def normal_key(key: str, where: str) -> str:

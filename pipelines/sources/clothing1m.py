@@ -71,7 +71,7 @@ def read_kv(path: Path, num_classes: int) -> dict[str, int]:
         _bad_line(path, lines, ok, expected)
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         _bad_line(path, lines, ok, expected)
-    keys = normal_keys([f[0] for f in fields], [n for n, line in enumerate(lines, 1) if line.strip()], path)
+    keys = normal_keys([f[0] for f in fields], path, lambda: [n for n, line in enumerate(lines, 1) if line.strip()])
     out = dict(zip(keys, labels.tolist()))
     if len(out) != len(fields):  # a key listed twice: the same label is harmless, two labels are not
         first: dict[str, tuple[int, int]] = {}
@@ -108,11 +108,12 @@ def load(split: str = "noisy_train", root: str | Path = "data/clothing1m", *,
         return cache[name]
 
     list_path = root / SPLITS[split]
-    numbered = [(n, line.strip()) for n, line in enumerate(_lines(list_path), 1) if line.strip()]
-    keys = normal_keys([k for _, k in numbered], [n for n, _ in numbered], list_path)
+    lines = _lines(list_path)
+    numbers = lambda: [n for n, line in enumerate(lines, 1) if line.strip()]  # noqa: E731 (for errors only)
+    keys = normal_keys([line.strip() for line in lines if line.strip()], list_path, numbers)
     if len(set(keys)) != len(keys):
         seen: dict[str, int] = {}
-        for (n, _), k in zip(numbered, keys):
+        for n, k in zip(numbers(), keys):
             if k in seen:
                 raise DatasetError(f"{list_path}:{n}: key {k!r} is listed again (first at line {seen[k]}); a "
                                    f"split lists each image once")
