@@ -104,7 +104,7 @@ def results_table(results: dict[str, list[dict]], title: str):
     for col in cols:
         table.add_column(col, justify="right")
     for m, runs in results.items():
-        sel = m in ("lacol", "selection")
+        sel = m in METHODS and METHODS[m].selects
         table.add_row(m, mean_std([r["final_test_acc"] for r in runs]), mean_std([r["last10_test_acc"] for r in runs]),
                       *([mean_std([r.get("best_val_test_acc") for r in runs])] if val else []),
                       mean_std([r["final_precision"] for r in runs]) if sel else "-",

@@ -11,11 +11,10 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from pipelines.noise import KINDS as NOISE_KINDS
 from pipelines.views import NUM_BINS, OPS
 
-
-METHODS = ("lacol", "selection", "ce_strong", "ce")
-"""``loss.method`` values: LaCoL, then its controls (same views, data, epochs and schedule)."""
+from .methods.registry import METHODS  # filled as lacol imports lacol.methods
 
 
 class ConfigError(ValueError):
@@ -54,8 +53,9 @@ class DataConfig:
     """backend=dali on a GPU: the share of JPEGs given to the A100/H100 hardware decoder (the
     rest go to the CUDA decoder); DALI's default."""
     noise: str = "instance"
-    """Synthetic label noise on the training labels: none | symmetric | asymmetric | instance |
-    cifar-n:KEY. Clothing1M's labels are already noisy: use none."""
+    """Synthetic label noise on the training labels: none | symmetric | symmetric_any (may keep the
+    true label, as DivideMix's code) | asymmetric | asymmetric_cdr (CDR's Fashion-MNIST map) |
+    instance | cifar-n:KEY. Clothing1M's labels are already noisy: use none."""
     noise_rate: float = 0.4
     """Fraction of training labels the synthetic noise changes (in [0, 1))."""
     noise_seed: int = 0
@@ -129,9 +129,35 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     method: str = "lacol"
-    """lacol | selection (LaCoL without the metric-space terms L_MS, L_SC) | ce_strong (plain CE
-    on the strong view(s), every sample: the fair control, with LaCoL's views, warm-up, epochs and
-    schedule) | ce (plain CE on the weak view, the literature's baseline)."""
+    """A registered method (``lacol/methods/``): lacol | lacol_semi (LaCoL with pseudo-labels from
+    an EMA teacher, its settings in the class's defaults) | selection (LaCoL without the
+    metric-space terms L_MS, L_SC) | ce_strong (plain CE on the strong view(s), every sample: the
+    fair control, with LaCoL's views, warm-up, epochs and schedule) | ce (plain CE on the weak
+    view, the literature's baseline)."""
+    selection: str = "agree"
+    """Selecting methods: agree (per batch, the weak view's prediction equals the label, with
+    class_floor) | gmm (at each epoch start, an eval-mode pass over the training split; per label,
+    a two-component Gaussian mixture on the CE losses keeps the low-loss component, P > 0.5)."""
+    pseudo_threshold: float = 0.0
+    """Selecting methods: an unselected sample whose weak-view prediction (the teacher's with
+    ema_decay) is at least this confident trains the strong view(s) on that prediction
+    (FixMatch's rule); 0 = off."""
+    lambda_pl: float = 1.0
+    """Weight of the pseudo-label term (pseudo_threshold > 0)."""
+    pseudo_balance: str = "balanced"
+    """Class weights of the pseudo-label term from its per-class counts in the global batch:
+    balanced (inverse frequency, mean 1 per pseudo-labelled sample) | none."""
+    ema_decay: float = 0.0
+    """Selecting methods: an EMA teacher of the weights (decay per optimiser step) whose eval-mode
+    weak-view predictions select and pseudo-label; 0 = off (the student's own predictions)."""
+    ema_eval: bool = False
+    """With ema_decay: evaluate and save the teacher's weights instead of the student's."""
+    sc_grad: str = "detach"
+    """L_SC's label-space similarities: detach (no gradient to the classifier) | through (the
+    gradient also flows through the weak probabilities, the paper's Figure 3 reading; eager L_SC)."""
+    warmup_penalty: float = 0.0
+    """Warm-up: plus this weight x the mean negative entropy of the predictions (a confidence
+    penalty, the field's usual help for asymmetric noise); 0 = off."""
     warmup_epochs: int = 2
     """Epochs of plain CE on the weak view before LaCoL's losses switch on."""
     class_floor: float = 0.0
@@ -259,8 +285,9 @@ class Config:
         _choice("data.dataset", d.dataset, ("fashion_mnist", "cifar10", "cifar100", "clothing1m"))
         _choice("data.backend", d.backend, ("torch", "ffcv", "dali"))
         _choice("data.ffcv_order", d.ffcv_order, ("quasi_random", "random"))
-        if d.noise not in ("none", "symmetric", "asymmetric", "instance") and not d.noise.startswith("cifar-n"):
-            _choice("data.noise", d.noise, ("none", "symmetric", "asymmetric", "instance", "cifar-n:KEY"))
+        kinds = ("none", *(k for k in NOISE_KINDS if k != "cifar-n"))
+        if d.noise not in kinds and not d.noise.startswith("cifar-n"):
+            _choice("data.noise", d.noise, (*kinds, "cifar-n:KEY"))
         if d.noise != "none" and not d.noise.startswith("cifar-n") and not 0 <= d.noise_rate < 1:
             raise ConfigError(f"data.noise_rate={d.noise_rate}: must be in [0, 1)")
         if d.cv_folds and not 0 <= d.cv_fold < d.cv_folds or d.cv_folds == 1 or d.cv_folds < 0:
@@ -273,8 +300,20 @@ class Config:
             raise ConfigError("data.noise: Clothing1M's labels are already noisy; set data.noise=none")
         _choice("data.crop", d.crop, ("random", "rrc"))
         _choice("model.arch", m.arch, ("small_cnn", "resnet18", "resnet34", "resnet50"))
-        _choice("loss.method", l.method, METHODS)
+        _choice("loss.method", l.method, tuple(METHODS))
         _choice("loss.class_weight", l.class_weight, ("paper", "paper_mean1", "balanced", "none"))
+        _choice("loss.selection", l.selection, ("agree", "gmm"))
+        _choice("loss.pseudo_balance", l.pseudo_balance, ("balanced", "none"))
+        _choice("loss.sc_grad", l.sc_grad, ("detach", "through"))
+        if not 0 <= l.pseudo_threshold <= 1:
+            raise ConfigError(f"loss.pseudo_threshold={l.pseudo_threshold}: in [0, 1] (0 = off; FixMatch uses 0.95)")
+        if not 0 <= l.ema_decay < 1:
+            raise ConfigError(f"loss.ema_decay={l.ema_decay}: in [0, 1) (0 = off; ELR+ uses 0.997)")
+        if l.ema_eval and not l.ema_decay:
+            raise ConfigError("loss.ema_eval=true needs an EMA teacher: set loss.ema_decay (e.g. 0.99)")
+        if l.sc_grad == "through" and l.kernel == "triton":
+            raise ConfigError("loss.sc_grad=through runs the eager L_SC (the fused kernel has no gradient for the "
+                              "probabilities): set loss.kernel=auto or torch")
         _choice("loss.train_view", l.train_view, ("strong", "weak"))
         _choice("loss.ls_views", l.ls_views, (1, 2))
         _choice("loss.sc_similarity", l.sc_similarity, ("cosine", "dot"))
@@ -297,7 +336,8 @@ class Config:
                        ("data.train_subset", d.train_subset), ("data.val_size", d.val_size), ("data.pad", d.pad), ("optim.lr", o.lr),
                        ("optim.momentum", o.momentum), ("optim.weight_decay", o.weight_decay),
                        ("optim.warmup_lr_epochs", o.warmup_lr_epochs), ("loss.lambda_ms", l.lambda_ms),
-                       ("loss.lambda_sc", l.lambda_sc)):
+                       ("loss.lambda_sc", l.lambda_sc), ("loss.lambda_pl", l.lambda_pl),
+                       ("loss.warmup_penalty", l.warmup_penalty)):
             if v < 0:
                 raise ConfigError(f"{key}={v}: must be >= 0")
         if t.name and (t.name in (".", "..") or Path(t.name).name != t.name or "\\" in t.name):
@@ -441,10 +481,27 @@ def _set(cfg: Config, key: str, value, from_text: bool) -> None:
     setattr(sec, name, _coerce(key, value, hint) if from_text else _check_type(key, value, hint))
 
 
+def _method_settings(cfg: Config, blocks: dict, overrides) -> None:
+    """The settings of the method that will run (the command line's ``loss.method``, else the
+    recipe's): its class's ``defaults``, then the recipe's ``methods.<name>`` block."""
+    method = cfg.loss.method
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if eq and key.strip() == "loss.method":
+            method = value.strip()
+    cls = METHODS.get(method)
+    for key, value in (getattr(cls, "defaults", None) or {}).items():
+        _set(cfg, key, value, from_text=False)
+    for key, value in blocks.get(method, {}).items():
+        _set(cfg, str(key), value, from_text=False)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """A recipe (YAML with sections data/model/loss/optim/train) with ``section.key=value``
-    overrides applied, validated."""
-    cfg = Config()
+    """A recipe (YAML with sections data/model/loss/optim/train, and optionally ``methods``: per
+    method, ``section.key`` settings applied whenever that method runs) with ``section.key=value``
+    overrides applied, validated. Order: the sections, the method's class defaults, its
+    ``methods`` block, the overrides."""
+    cfg, blocks = Config(), {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -462,11 +519,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected sections data/model/loss/optim/train")
+        blocks = raw.pop("methods", None) or {}
+        if not isinstance(blocks, dict) or not all(isinstance(b, dict) for b in blocks.values()):
+            raise ConfigError(f"{path}: section 'methods' maps a method name to its settings "
+                              f"(methods: {{ce_strong: {{optim.lr: 0.1}}}})")
+        for name in blocks:
+            if name not in METHODS:
+                _choice(f"{path}: methods.{name}", name, tuple(METHODS))
         for section, values in raw.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: section {section!r} must be a mapping of keys")
             for k, v in values.items():
                 _set(cfg, f"{section}.{k}", v, from_text=False)
+    _method_settings(cfg, blocks, overrides)
     for item in overrides:
         key, eq, value = item.partition("=")
         if not eq:

@@ -7,10 +7,25 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-COLUMNS = [("epoch", "epoch", "{:d}"), ("lr", "lr", "{:.4f}"), ("loss", "loss", "{:.3f}"),
-           ("ls", "L_LS", "{:.3f}"), ("ms", "L_MS", "{:.3f}"), ("sc", "L_SC", "{:.3f}"),
-           ("ce", "CE", "{:.3f}"), ("selected_rate", "sel %", "{:.1%}"), ("precision", "prec", "{:.3f}"),
-           ("recall", "recall", "{:.3f}"), ("samples_per_s", "samples/s", "{:.0f}"), ("seconds", "s", "{:.0f}")]
+from .methods.registry import METHODS, TERM_NAMES
+
+HEAD = [("epoch", "epoch", "{:d}"), ("lr", "lr", "{:.4f}"), ("loss", "loss", "{:.3f}")]
+SELECTION = [("selected_rate", "sel %", "{:.1%}"), ("precision", "prec", "{:.3f}"), ("recall", "recall", "{:.3f}")]
+PSEUDO = [("pseudo_rate", "PL %", "{:.1%}"), ("pseudo_precision", "PL prec", "{:.3f}")]
+TAIL = [("samples_per_s", "samples/s", "{:.0f}"), ("seconds", "s", "{:.0f}")]
+
+
+def columns(cfg) -> list[tuple[str, str, str]]:
+    """The per-epoch table's columns for the run's method: its loss terms (from the registry),
+    the warm-up's, and its selection and pseudo-label rates where it has them."""
+    cls = METHODS.get(cfg.loss.method)
+    terms = [t for t in (cls.terms if cls else ()) if t != "pl" or cfg.loss.pseudo_threshold > 0]
+    if cls is None or cls.uses_warmup or "ce" in terms:
+        terms = [t for t in terms if t != "ce"] + ["ce"] + (["penalty"] if cfg.loss.warmup_penalty > 0 else [])
+    cols = HEAD + [(t, TERM_NAMES.get(t, t), "{:.3f}") for t in terms]
+    if cls is not None and cls.selects:
+        cols += SELECTION + (PSEUDO if cfg.loss.pseudo_threshold > 0 else [])
+    return cols + TAIL
 
 
 def fmt(row: dict, key: str, spec: str) -> str:
@@ -28,7 +43,7 @@ class Display:
         # one column per evaluation split: Clothing1M's clean_val/clean_test, a held-out noisy "val", "test"
         acc = [(f"{name}_acc", "val acc (noisy)" if name == "val" else f"{name.removeprefix('clean_')} acc", "{:.2%}")
                for name in evals]
-        self.columns = COLUMNS + acc
+        self.columns = columns(cfg) + acc
         self.table = Table(title=cfg.run_name)
         for _, head, _ in self.columns:
             self.table.add_column(head, justify="right")

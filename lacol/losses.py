@@ -1,4 +1,5 @@
-"""LaCoL's losses (the eager reference) and the method object the trainer calls.
+"""LaCoL's losses (the eager reference), the step's output and the collectives the methods use
+(``lacol/methods/``: the method objects the trainer calls).
 
 Notation as in DESIGN.md: p_w weak-view probabilities, z_w / z_s / z_s2 L2-normalised embeddings
 of the weak and the two strong views, y the noisy labels.
@@ -11,8 +12,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, LossConfig
-from .models import set_views
+from .config import ConfigError
 
 
 def select(p_weak: torch.Tensor, labels: torch.Tensor, class_floor: float = 0.0) -> torch.Tensor:
@@ -115,12 +115,13 @@ def _own(rows: int, cols: int, offset: int, device) -> torch.Tensor:
 
 
 def label_similarity(p: torch.Tensor, rho: float, kind: str = "cosine", p_cols: torch.Tensor | None = None,
-                     offset: int = 0) -> torch.Tensor:
+                     offset: int = 0, grad: bool = False) -> torch.Tensor:
     """W_l: similarity of weak probabilities (cosine, or dot as in CoMatch), diagonal 1, entries
-    below rho zeroed, rows normalised. No gradient. ``p_cols``: the columns' probabilities (a
+    below rho zeroed, rows normalised. No gradient unless ``grad`` (``loss.sc_grad=through``: the
+    kept entries and the row sums carry it to p). ``p_cols``: the columns' probabilities (a
     gathered global batch, whose rows ``offset``.. are ``p``); default ``p``."""
-    p = p.detach().float()
-    cols = p if p_cols is None else p_cols.detach().float()
+    p = p.float() if grad else p.detach().float()
+    cols = p if p_cols is None else (p_cols.float() if grad else p_cols.detach().float())
     if kind == "cosine":
         p, cols = F.normalize(p, dim=1), F.normalize(cols, dim=1)
     w = (p @ cols.T).masked_fill(_own(p.shape[0], cols.shape[0], offset, p.device), 1.0)
@@ -140,12 +141,13 @@ def sc_loss(w_label: torch.Tensor, z_s: torch.Tensor, z_s2: torch.Tensor, tau: f
     return -(w_label * logp).sum() / (normaliser or z_s.shape[0])
 
 
-def resolve_kernels(kernel: str, device: torch.device, deterministic: bool = False):
+def resolve_kernels(kernel: str, device: torch.device, deterministic: bool = False, sc_grad: str = "detach"):
     """The (L_MS, L_SC) implementations ``loss.kernel`` selects for tensors on ``device``, with one
     signature each: ``ms(z_w, z_s, neg, valid, tau, normaliser=, offset=)`` and ``sc(p_w, z_s,
     z_s2, rho, tau, similarity, p_cols=, z_cols=, offset=, normaliser=)``. ``auto``: the fused
     Triton kernels on CUDA when Triton imports, else the eager reference (config validation
-    already refused ``triton`` without Triton)."""
+    already refused ``triton`` without Triton). ``sc_grad=through`` takes the eager L_SC (the fused
+    kernel has no gradient for the probabilities; config validation refuses it with ``triton``)."""
     fused = kernel == "triton" or (kernel == "auto" and device.type == "cuda")
     if fused:
         try:
@@ -157,8 +159,9 @@ def resolve_kernels(kernel: str, device: torch.device, deterministic: bool = Fal
             fused = False
     if fused:
         # not deterministic: the kernel still follows torch.use_deterministic_algorithms at call time
-        return partial(ms_loss_fused, deterministic=True if deterministic else None), sc_loss_fused
-    return ms_loss, sc_reference
+        sc = sc_loss_fused if sc_grad == "detach" else sc_through
+        return partial(ms_loss_fused, deterministic=True if deterministic else None), sc
+    return ms_loss, sc_reference if sc_grad == "detach" else sc_through
 
 
 def sc_reference(p_w, z_s, z_s2, rho: float, tau: float, similarity: str = "cosine", p_cols=None, z_cols=None,
@@ -166,6 +169,13 @@ def sc_reference(p_w, z_s, z_s2, rho: float, tau: float, similarity: str = "cosi
     """L_SC from the weak probabilities: ``label_similarity`` then ``sc_loss`` (the signature of
     the fused kernel)."""
     w_l = label_similarity(p_w, rho, similarity, p_cols=p_cols, offset=offset)
+    return sc_loss(w_l, z_s, z_s2, tau, z_cols=z_cols, offset=offset, normaliser=normaliser)
+
+
+def sc_through(p_w, z_s, z_s2, rho: float, tau: float, similarity: str = "cosine", p_cols=None, z_cols=None,
+               offset: int = 0, normaliser: int | None = None) -> torch.Tensor:
+    """L_SC with its gradient also through the weak probabilities (``loss.sc_grad=through``)."""
+    w_l = label_similarity(p_w, rho, similarity, p_cols=p_cols, offset=offset, grad=True)
     return sc_loss(w_l, z_s, z_s2, tau, z_cols=z_cols, offset=offset, normaliser=normaliser)
 
 
@@ -196,7 +206,11 @@ class StepOutput:
     value: torch.Tensor | None = None
     """The total loss of the global batch (``loss`` is this process's share, scaled for DDP)."""
     p_weak: torch.Tensor | None = None
-    """(B, C) detached weak-view probabilities (the label audit's evidence)."""
+    """(B, C) detached weak-view probabilities (the label audit's evidence; the teacher's with an
+    EMA teacher)."""
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Further (4,) counts summed over an epoch like ``selection`` (``pseudo``: pseudo-labelled,
+    correct, unselected, known)."""
 
 
 class Dist:
@@ -223,135 +237,3 @@ class Dist:
         out = [torch.empty_like(t) for _ in range(self.world)]
         torch.distributed.all_gather(out, t.contiguous())
         return torch.cat(out)
-
-
-class Method:
-    """LaCoL (or the CE baseline) as one call: ``method(model, batch, epoch, step)``.
-
-    Global semantics over ``dist.world`` processes: the selected counts behind the class weights
-    are all-reduced, and every term is a sum over this process's samples divided by the global
-    count, times ``world`` (DDP averages gradients over processes, so the update equals one
-    process on the whole global batch). With ``loss.gather``, embeddings (with gradients) and weak
-    probabilities are all-gathered, so negatives and L_SC's columns span the global batch; the
-    negatives are then drawn alike on every process.
-
-    The method owns what a step needs besides the model: its kernels (resolved once, here), the
-    negatives' generator (seeded from ``seed``, the epoch and the step, so a resumed step draws
-    the same negatives), and the selection statistics against ``clean`` labels (the split's, on
-    the training device, -1 where unknown)."""
-
-    def __init__(self, cfg: LossConfig, num_classes: int, dist: Dist | None = None, *, seed: int = 0,
-                 device="cpu", clean: torch.Tensor | None = None, deterministic: bool = False):
-        self.cfg, self.num_classes, self.dist = cfg, num_classes, dist or Dist()
-        device = torch.device(device)
-        self.ms, self.sc = resolve_kernels(cfg.kernel, device, deterministic)
-        self.seed, self.clean = seed, clean
-        self.gen = torch.Generator(device=device)
-        # gathered losses draw negatives over the global batch: the same draw on every process
-        self.rank_seed = 0 if cfg.gather else self.dist.rank
-
-    @property
-    def metric(self) -> bool:
-        """Whether steps after warm-up compute the metric-space terms (L_MS or L_SC)."""
-        c = self.cfg
-        return c.method == "lacol" and (c.lambda_ms > 0 or c.lambda_sc > 0)
-
-    def class_counts(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Masked samples per class over the global batch (float (C,)), by index_add_: no boolean
-        indexing and no bincount, which sync with the host."""
-        return self.dist.all_reduce(torch.zeros(self.num_classes, device=y.device).index_add_(0, y, mask.float()))
-
-    def needs_strong(self, epoch: int) -> bool:
-        return self.cfg.method != "ce" and epoch >= self.cfg.warmup_epochs
-
-    def num_views(self, epoch: int) -> int:
-        """Views a step of ``epoch`` needs: the weak view alone in warm-up and for CE on it; weak
-        and strong for the controls (a second strong view when L_LS trains on two); all three
-        for LaCoL."""
-        c = self.cfg
-        if not self.needs_strong(epoch):
-            return 1
-        if self.metric:
-            return 3
-        return 3 if c.ls_views == 2 and c.train_view == "strong" else 2
-
-    def __call__(self, model, batch, epoch: int, step: int = 0) -> StepOutput:
-        """The losses of step ``step`` of epoch ``epoch`` on ``batch``."""
-        c = self.cfg
-        d = self.dist
-        b, y = len(batch), batch.label
-        if not self.needs_strong(epoch):
-            set_views(model, c.bn_stats, None)
-            logits, _ = model(batch.weak, embed=False)
-            loss = F.cross_entropy(logits.float(), y)  # equal batches on every rank: DDP's mean is global
-            value = self._global_mean(loss)
-            return StepOutput(loss, {"ce": value}, value=value, p_weak=logits.detach().float().softmax(1))
-        views = [v for v in (batch.weak, batch.strong, batch.strong2) if v is not None]
-        set_views(model, c.bn_stats, b)
-        logits, z = model(torch.cat(views), embed=self.metric)
-        set_views(model, c.bn_stats, None)
-        logits_w, logits_s, *rest = logits.float().split(b)
-        logits_s2 = rest[0] if rest else None
-        p_w = logits_w.detach().softmax(1)
-        if c.method == "ce_strong":  # every sample, weight 1: the loss of LaCoL's views without selection
-            out = self._ce_strong(logits_w if c.train_view == "weak" else logits_s, logits_s2, y, batch.index)
-            out.p_weak = p_w
-            return out
-        world = float(d.world)  # a Python number: a tensor built from it would be a host copy every step
-        gather = c.gather and d.world > 1
-        offset = d.rank * b if gather else 0
-        y_all = d.all_gather(y) if gather else y
-        p_all = d.all_gather(p_w) if gather else p_w
-        selected = select(p_all, y_all, c.class_floor)[offset: offset + b]  # the floor sees the global batch
-        counts = self.class_counts(y, selected)
-        mu = class_weights(counts, c.class_weight)
-        if c.train_view == "weak":
-            l_ls = weighted_ce(logits_w, y, selected, mu, normaliser=counts.sum())
-        elif c.ls_views == 1:
-            l_ls = weighted_ce(logits_s, y, selected, mu, normaliser=counts.sum())
-        else:  # both strong views: twice the supervised signal from a forward already paid for
-            l_ls = weighted_ce(torch.cat([logits_s, logits_s2]), y.repeat(2), selected.repeat(2), mu,
-                               normaliser=2 * counts.sum())
-        loss = l_ls = world * l_ls
-        terms = {"ls": l_ls}
-        if not self.metric:  # selection only
-            terms = {k: self._global_mean(v) for k, v in terms.items()}
-            stats = None if self.clean is None else selection_stats(selected, batch.index, y, self.clean)
-            return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss), p_weak=p_w)
-        z_w, z_s, z_s2 = z.split(b)
-        z_all = d.all_gather(z_s, grad=True) if gather else z_s
-        if c.lambda_ms > 0:
-            self.gen.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + step) * 1_009 + self.rank_seed)
-            # negatives=any: every sample its own class, so every other sample is a candidate
-            keys = y_all if c.negatives == "other_label" else torch.arange(y_all.shape[0], device=y_all.device)
-            neg, valid = sample_negatives(keys, c.num_negatives, self.gen)
-            neg, valid = neg[offset: offset + b], valid[offset: offset + b]
-            l_ms = world * self.ms(z_w, z_all, neg, valid, c.tau, normaliser=d.all_reduce(valid.sum().float()),
-                                   offset=offset)
-            loss = loss + c.lambda_ms * l_ms
-            terms["ms"] = l_ms
-        if c.lambda_sc > 0:
-            l_sc = world * self.sc(p_w, z_s, z_s2, c.rho, c.tau, c.sc_similarity, p_cols=p_all, z_cols=z_all,
-                                   offset=offset, normaliser=b * d.world)
-            loss = loss + c.lambda_sc * l_sc
-            terms["sc"] = l_sc
-        terms = {k: self._global_mean(v) for k, v in terms.items()}
-        stats = None if self.clean is None else selection_stats(selected, batch.index, y, self.clean)
-        return StepOutput(loss, terms, selected, counts, stats, value=self._global_mean(loss), p_weak=p_w)
-
-    def _ce_strong(self, logits, logits2, y, index) -> StepOutput:
-        """CE on the strong view (both strong views with ``ls_views`` 2) of every sample."""
-        if self.cfg.ls_views == 2 and logits2 is not None:
-            logits, y2 = torch.cat([logits, logits2]), y.repeat(2)
-        else:
-            y2 = y
-        loss = F.cross_entropy(logits, y2)  # equal batches on every rank: DDP's mean is global
-        value = self._global_mean(loss)
-        everyone = torch.ones_like(y, dtype=torch.bool)
-        counts = self.class_counts(y, everyone)
-        stats = None if self.clean is None else selection_stats(everyone, index, y, self.clean)
-        return StepOutput(loss, {"ls": value}, everyone, counts, stats, value=value)
-
-    def _global_mean(self, t: torch.Tensor) -> torch.Tensor:
-        """A term's value for the whole global batch (the mean of the processes' scaled terms)."""
-        return self.dist.all_reduce(t.detach()) / self.dist.world

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import yaml
 
-COLOURS = {"lacol": "tab:red", "selection": "tab:orange", "ce_strong": "tab:blue", "ce": "tab:gray"}
+from .methods.registry import METHODS, TERM_NAMES
+
+COLOURS = {"lacol_semi": "tab:green", "lacol": "tab:red", "selection": "tab:orange", "ce_strong": "tab:blue",
+           "ce": "tab:gray"}
 STYLES = ("-", "--", ":", "-.")
-TERMS = {"ls": "L_LS", "ms": "L_MS", "sc": "L_SC", "ce": "CE on the weak view"}
+TERMS = {**TERM_NAMES, "ce": "CE on the weak view"}
 
 
 def _run(path: Path) -> tuple[dict, list[dict]]:
@@ -45,6 +48,16 @@ def save_png(fig, path: str | Path) -> None:
     pyplot().close(fig)
 
 
+def _terms(method: str) -> tuple[str, ...]:
+    cls = METHODS.get(method)
+    return cls.terms if cls else ()
+
+
+def _selects(method: str) -> bool:
+    cls = METHODS.get(method)
+    return bool(cls and cls.selects)
+
+
 def plot(runs: list[str | Path], out: str | Path, title: str | None = None) -> Path:
     plt = pyplot()
     loaded = [(Path(r), *_run(Path(r))) for r in runs]
@@ -61,12 +74,12 @@ def plot(runs: list[str | Path], out: str | Path, title: str | None = None) -> P
             if key == "loss":
                 for j, (term, tname) in enumerate(TERMS.items()):
                     pts = [(h["epoch"], h[term]) for h in hist if h.get(term) is not None]
-                    if pts and (method == "lacol" or term in ("ls", "ce")):
+                    if pts and (term in _terms(method) or term == "ce"):
                         ax.plot(*zip(*pts), color=style["color"], linestyle=STYLES[j % len(STYLES)], alpha=0.8,
                                 label=f"{name} {tname}" if seed == seeds[0] else None)
                 continue
             pts = [(h["epoch"], scale * h[key]) for h in hist if h.get(key) is not None]
-            if key in ("precision", "recall", "selected_rate") and method not in ("lacol", "selection"):
+            if key in ("precision", "recall", "selected_rate") and not _selects(method):
                 pts = []  # the CE arms select nothing
             if pts:
                 ax.plot(*zip(*pts), **style, label=name)

@@ -23,7 +23,8 @@ from pipelines.sources import dataset_info
 from . import audit
 from .config import Config, ConfigError
 from .display import Display
-from .losses import Dist, Method, NonFiniteLoss
+from .losses import Dist, NonFiniteLoss
+from .methods import build_method
 from .models import build_model
 from .run import RunFolder
 
@@ -149,7 +150,11 @@ class Trainer:
         self.heldout = None
         if d.cv_folds:
             self.split, self.heldout = cv_split(self.split, d.cv_folds, d.cv_fold)
-        strong = cfg.loss.method != "ce"
+        # the method before the loaders: it says which views each epoch needs
+        self.method = build_method(cfg.loss, self.split.num_classes, Dist(rank, world), seed=cfg.train.seed,
+                                   device=device, clean=torch.from_numpy(self.split.clean_labels).to(device),
+                                   deterministic=cfg.train.deterministic, num_samples=len(self.split))
+        strong = any(self.method.num_views(e) > 1 for e in range(o.epochs))
         # views in the dtype the model computes in: bf16 under bf16 on a GPU (the CPU engine is fp32)
         dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" and device.type == "cuda" else torch.float32
         self.loader = make_loader(d, self.split, train_views(d, strong), rank=rank, world=world, device=device,
@@ -172,13 +177,12 @@ class Trainer:
                                 indent=None)
         self.model, self.optimizer = self._model_and_optimizer(world, device)
         self.state = TrainState(global_batch=d.batch_size * world * o.grad_accum)
-        self.method = Method(cfg.loss, self.split.num_classes, Dist(rank, world), seed=cfg.train.seed,
-                             device=device, clean=torch.from_numpy(self.split.clean_labels).to(device),
-                             deterministic=cfg.train.deterministic)
-        warm = min(cfg.loss.warmup_epochs, o.epochs) if cfg.loss.method != "ce" else 0
+        self.method.attach(self.model)
+        self.train_pass = None  # the eval-mode loader over the training split, built when a method asks
+        warm = min(self.method.warmup_epochs, o.epochs)
         self.evidence = (audit.Evidence(len(self.split), warm, o.epochs - warm, device)
                          if cfg.train.audit and o.epochs > warm else None)
-        self.partial, self.counts, self.sums, self.sel_tot = None, None, {}, None
+        self.partial, self.counts, self.sums, self.sel_tot, self.stat_tot = None, None, {}, None, {}
         if resume:
             self._resume()
         self.history = self.run.history(self.state.epoch) if resume else []
@@ -229,6 +233,8 @@ class Trainer:
         try:
             with self.display:
                 for epoch in range(state.epoch, cfg.optim.epochs):
+                    if state.step_in_epoch == 0:  # a resume inside the epoch has the method's state of its start
+                        self.method.before_epoch(epoch, self.predict_train)
                     # warm-up epochs make the weak view alone
                     self.loader.set_epoch(epoch, start=state.step_in_epoch, num_views=self.method.num_views(epoch))
                     stats = self.train_epoch(epoch)
@@ -258,6 +264,7 @@ class Trainer:
         # on the device: no host sync on steps that do not log
         self.sums: dict[str, torch.Tensor] = {} if part is None else part["sums"]
         self.sel_tot = torch.zeros(4, device=self.acc.device) if part is None else part["sel"]
+        self.stat_tot = {} if part is None else part["stats"]
         self.counts = [0, 0, 0.0] if part is None else part["counts"]  # steps, samples, seconds before a resume
         t0 = time.perf_counter()
         self.t_last, self.t_epoch = t0, t0
@@ -272,6 +279,8 @@ class Trainer:
                 self.sums[k] = self.sums.get(k, 0.0) + v
             if out.selection is not None:
                 self.sel_tot += out.selection
+            for k, v in out.stats.items():
+                self.stat_tot[k] = self.stat_tot[k] + v if k in self.stat_tot else v.clone()
             if state.global_step % t.log_every == 0:
                 self.guard.check(self.cfg, self.run.latest_checkpoint)  # the logging step syncs anyway
                 self.log_step(epoch, lr, out, len(batch) * self.acc.num_processes)
@@ -286,7 +295,10 @@ class Trainer:
         stats = {k: float(v) / max(n_steps, 1) for k, v in self.sums.items()}
         stats.update(lr=self.optimizer.param_groups[0]["lr"], seconds=dt, samples_per_s=n_samples / max(dt, 1e-9))
         stats.update(selection_rates(self.acc.reduce(self.sel_tot, "sum").cpu(), n_samples))
-        self.sums, self.sel_tot, self.counts = {}, None, None  # the epoch-end checkpoint carries no partial epoch
+        for k, v in sorted(self.stat_tot.items()):
+            stats.update(count_rates(k, self.acc.reduce(v, "sum").cpu()))
+        stats.update(getattr(self.method, "pass_stats", {}))
+        self.sums, self.sel_tot, self.counts, self.stat_tot = {}, None, None, {}  # the epoch-end checkpoint carries no partial epoch
         return stats
 
     def step(self, batch, epoch: int, lr: float, steps: int | None = None):
@@ -310,9 +322,23 @@ class Trainer:
         if last:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            self.method.after_step(self.model)
         self.state.step_in_epoch += 1
         self.state.global_step += 1
         return out, last
+
+    def predict_train(self, model=None):
+        """(index, probabilities, noisy labels) of every training sample from an eval-mode pass
+        (evaluation view) with ``model`` (default: the trained model); the model's mode is restored."""
+        if self.train_pass is None:
+            self.train_pass = make_loader(self.cfg.data, self.split, None, rank=self.acc.process_index,
+                                          world=self.acc.num_processes, device=self.acc.device)
+        model = self.model if model is None else model
+        was = model.training
+        try:
+            return predict_probs(self.acc, model, self.train_pass)
+        finally:
+            model.train(was)
 
     def write_heldout(self) -> None:
         """The held-out fold's predicted probabilities (evaluation view, final weights):
@@ -331,10 +357,12 @@ class Trainer:
         never of weights a non-finite loss has touched."""
         self.guard.check(self.cfg, self.run.latest_checkpoint)
         extra = {} if self.evidence is None else self.evidence.combined(self.acc.num_processes)
+        extra.update(self.method.state_dict())
         if self.counts is not None:  # inside an epoch
             extra.update({f"epoch.sum.{k}": torch.as_tensor(v).detach().float().reshape(1).cpu()
                           for k, v in self.sums.items()})
             extra["epoch.sel"] = self.acc.reduce(self.sel_tot.clone(), "sum").cpu()
+            extra.update({f"epoch.stat.{k}": self.acc.reduce(v.clone(), "sum").cpu() for k, v in self.stat_tot.items()})
             seconds = self.counts[2] + time.perf_counter() - self.t_epoch
             extra["epoch.counts"] = torch.tensor([self.counts[0], self.counts[1], seconds], dtype=torch.float64)
         self.run.save_checkpoint(self.model, self.optimizer, self.state, self.cfg.train.keep_checkpoints, extra)
@@ -343,11 +371,15 @@ class Trainer:
         """A checkpoint's extra tensors: the audit's record and a partial epoch's sums."""
         if self.evidence is not None and "audit.prob" in tensors:
             self.evidence.load(tensors)
+        self.method.load_state_dict(tensors)
         if "epoch.counts" in tensors:
             dev = self.acc.device
             c = tensors["epoch.counts"].tolist()
             sel = tensors["epoch.sel"].to(dev)  # summed over processes: kept by the main process alone
-            self.partial = {"sums": {k.removeprefix("epoch.sum."): v.to(dev).reshape(()) for k, v in tensors.items()
+            main = self.acc.is_main_process
+            stats = {k.removeprefix("epoch.stat."): v.to(dev) if main else torch.zeros_like(v, device=dev)
+                     for k, v in tensors.items() if k.startswith("epoch.stat.")}
+            self.partial = {"stats": stats, "sums": {k.removeprefix("epoch.sum."): v.to(dev).reshape(()) for k, v in tensors.items()
                                      if k.startswith("epoch.sum.")},
                             "sel": sel if self.acc.is_main_process else torch.zeros_like(sel),
                             "counts": [int(c[0]), int(c[1]), float(c[2])]}
@@ -374,7 +406,8 @@ class Trainer:
     def evaluate_all(self) -> dict:
         """Accuracy on every evaluation split; with a validation split, the test accuracy at the
         best validation epoch so far (and those weights, as best.safetensors)."""
-        results = {name: evaluate(self.acc, self.model, ev, self.val_clean if name == "val" else None)
+        model = self.method.eval_model(self.model)
+        results = {name: evaluate(self.acc, model, ev, self.val_clean if name == "val" else None)
                    for name, ev in self.evals.items()}
         row = {**{f"{n}_acc": r["acc"] for n, r in results.items()}, **{f"{n}_n": r["n"] for n, r in results.items()}}
         if "clean_acc" in results.get("val", {}):
@@ -384,7 +417,7 @@ class Trainer:
             if v["acc"] > self.state.best_val:
                 self.state.best_val, self.state.best_val_test = v["acc"], te["acc"]
                 self.state.best_val_epoch = self.state.epoch
-                self.run.save_weights(self.model, "best.safetensors")
+                self.run.save_weights(model, "best.safetensors")
             row["best_val_test_acc"] = self.state.best_val_test
         return row
 
@@ -399,7 +432,7 @@ class Trainer:
         summary = summarise(self.cfg, self.history, self.state)
         if self.state.epoch >= self.cfg.optim.epochs:
             s = self.split
-            self.run.save_weights(self.model, "model.safetensors")
+            self.run.save_weights(self.method.eval_model(self.model), "model.safetensors")
             facts = {"classes": list(s.classes), "mean": list(s.mean), "std": list(s.std), "channels": s.channels}
             if s.files is not None:  # what the audit's rows name: lacol audit refuses a list changed since
                 facts["files"] = {"count": len(s), "sha256": audit.files_digest(s.files)}
@@ -442,7 +475,7 @@ class FiniteGuard:
         if first < 0:
             return
         checkpoint = latest_checkpoint()
-        names = {"ls": "L_LS", "ms": "L_MS", "sc": "L_SC", "ce": "CE"}
+        names = {"ls": "L_LS", "ms": "L_MS", "sc": "L_SC", "ce": "CE", "pl": "L_PL", "penalty": "the warm-up penalty"}
         terms = [names.get(k, k) for k, v in self.flags.items() if bool(v)] or ["the total"]
         kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"
         keys = f"optim.lr={cfg.optim.lr:g}"
@@ -464,6 +497,18 @@ def selection_rates(s: torch.Tensor, n_samples: int) -> dict:
             "recall": float(s[1] / s[2].clamp_min(1))}
 
 
+def count_rates(name: str, s: torch.Tensor) -> dict:
+    """Rates from a method's summed (4,) counts (on the host): ``pseudo``: (pseudo-labelled,
+    correct, unselected, known) as pseudo_rate (of the unselected), pseudo_precision, and
+    pseudo_recall (correct pseudo-labels per unselected sample); empty without clean labels."""
+    if s[3] <= 0:
+        return {}
+    if name == "pseudo":
+        return {"pseudo_rate": float(s[0] / s[2].clamp_min(1)), "pseudo_precision": float(s[1] / s[0].clamp_min(1)),
+                "pseudo_recall": float(s[1] / s[2].clamp_min(1))}
+    return {f"{name}_{i}": float(v) for i, v in enumerate(s)}
+
+
 def summarise(cfg: Config, history: list[dict], state: TrainState) -> dict:
     evals = dataset_info(cfg.data.dataset).eval
     key = f"{evals[-1]}_acc"
@@ -474,7 +519,11 @@ def summarise(cfg: Config, history: list[dict], state: TrainState) -> dict:
            "final_test_acc": accs[-1] if accs else float("nan"),
            "last10_test_acc": float(np.mean(accs[-10:])) if accs else float("nan"),
            "final_precision": last.get("precision"), "final_selected_rate": last.get("selected_rate"),
-           "final_recall": last.get("recall"),
+           "final_recall": last.get("recall"), "final_pseudo_precision": last.get("pseudo_precision"),
+           "final_pseudo_recall": last.get("pseudo_recall"), "final_pseudo_rate": last.get("pseudo_rate"),
+           "samples_per_s": float(np.mean([h["samples_per_s"] for h in history if "samples_per_s" in h
+                                           and h["epoch"] >= min(cfg.loss.warmup_epochs, len(history) - 1)]))
+           if history else float("nan"),
            "train_seconds": float(sum(h.get("seconds", 0.0) for h in history)),
            "num_processes": state.global_batch // (cfg.data.batch_size * cfg.optim.grad_accum)}
     if len(evals) > 1 or cfg.data.val_size:

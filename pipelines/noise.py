@@ -5,8 +5,13 @@ Kinds:
   the *other* C-1 classes, so the realised noise rate equals ``rate``. (Some peers, e.g. the
   Co-teaching code, draw from all C classes, true one included; their realised rate is
   rate * (C-1) / C. Compare numbers with that in mind.)
+- ``symmetric_any``: the common code's variant (DivideMix, Co-teaching): round(rate * N) samples
+  get a label drawn uniformly from all C classes, the true one included, so the realised rate is
+  about rate * (C-1) / C.
 - ``asymmetric``: class-dependent flips between look-alike classes; in each mapped class exactly
   round(rate * N_c) samples flip to the class's target (maps below).
+- ``asymmetric_cdr``: the same with CDR's Fashion-MNIST map (Xia et al., ICLR 2021: T-shirt->Shirt,
+  Pullover->Coat, Sandal<->Sneaker), the one Fashion-MNIST papers of the field compare on.
 - ``instance``: the PTD procedure of Xia et al. (NeurIPS 2020): per-sample flip rate q_i from a
   normal around ``rate`` with std 0.1 truncated to [0, 1]; W ~ N(0, 1) of shape (C, D, C) over the
   flattened raw 0-255 image x_i; flip distribution q_i * softmax(x_i W[y_i]) over the other classes.
@@ -23,13 +28,18 @@ from .fileio import atomic_npz
 from .safe_pickle import UnsafePickle, load_file
 from .sources.base import DatasetError
 
-KINDS = ("symmetric", "asymmetric", "instance", "cifar-n")
+KINDS = ("symmetric", "symmetric_any", "asymmetric", "asymmetric_cdr", "instance", "cifar-n")
 
 # CIFAR-10: truck->automobile, bird->airplane, deer->horse, cat<->dog (Patrini et al. 2017).
 CIFAR10_ASYM = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 # Fashion-MNIST: T-shirt<->Shirt, Pullover<->Coat, Sandal->Sneaker->Ankle boot; Trouser, Dress and
 # Bag have no look-alike and keep their labels.
 FASHION_MNIST_ASYM = {0: 6, 6: 0, 2: 4, 4: 2, 5: 7, 7: 9}
+# CDR's Fashion-MNIST map (its code's ``noisify_fashion_mnist_asymmetric``): 0->6, 2->4, 5<->7.
+FASHION_MNIST_ASYM_CDR = {0: 6, 2: 4, 5: 7, 7: 5}
+ASYM_MAPS = {"asymmetric": {"cifar10": CIFAR10_ASYM, "fashion_mnist": FASHION_MNIST_ASYM},
+             "asymmetric_cdr": {"fashion_mnist": FASHION_MNIST_ASYM_CDR}}
+"""Per asymmetric kind, the maps by dataset (CIFAR-100's comes from its superclasses)."""
 CIFARN_KEYS = {
     "cifar10": ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"),
     "cifar100": ("noisy_label",),
@@ -52,18 +62,28 @@ def symmetric(labels: np.ndarray, rate: float, num_classes: int, seed: int) -> n
     return noisy
 
 
-def asymmetric_map(dataset: str, num_classes: int, fine_to_coarse: np.ndarray | None = None) -> np.ndarray:
+def symmetric_any(labels: np.ndarray, rate: float, num_classes: int, seed: int) -> np.ndarray:
+    """round(rate * N) samples get a uniformly drawn class of all C (the true one included)."""
+    _check_rate(rate)
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    flip = rng.permutation(len(labels))[: round(rate * len(labels))]
+    noisy[flip] = rng.integers(0, num_classes, size=len(flip))
+    return noisy
+
+
+def asymmetric_map(dataset: str, num_classes: int, fine_to_coarse: np.ndarray | None = None,
+                   kind: str = "asymmetric") -> np.ndarray:
     """target[c] = class that c flips to, or -1 where c keeps its label.
 
     CIFAR-100: the next class within the true coarse superclass (classes of a superclass in index
     order, cyclic), from the real fine->coarse map the data carries.
     """
     target = np.full(num_classes, -1, dtype=np.int64)
-    if dataset == "cifar10":
-        mapping = CIFAR10_ASYM
-    elif dataset == "fashion_mnist":
-        mapping = FASHION_MNIST_ASYM
-    elif dataset == "cifar100":
+    maps = ASYM_MAPS.get(kind, {})
+    if dataset in maps:
+        mapping = maps[dataset]
+    elif dataset == "cifar100" and kind == "asymmetric":
         if fine_to_coarse is None:
             raise DatasetError("cifar100 asymmetric noise needs the fine->coarse map of the data")
         mapping = {}
@@ -71,7 +91,8 @@ def asymmetric_map(dataset: str, num_classes: int, fine_to_coarse: np.ndarray | 
             members = np.flatnonzero(fine_to_coarse == sc)
             mapping.update({int(a): int(b) for a, b in zip(members, np.roll(members, -1))})
     else:
-        raise DatasetError(f"no asymmetric noise map for {dataset!r} (have cifar10, cifar100, fashion_mnist)")
+        have = sorted(maps) + (["cifar100"] if kind == "asymmetric" else [])
+        raise DatasetError(f"data.noise={kind}: no map for {dataset!r} (have {', '.join(have)})")
     for a, b in mapping.items():
         target[a] = b
     return target
@@ -194,8 +215,10 @@ def make_noise(split, dataset: str, kind: str, rate: float, seed: int = 0,
     clean, c = split.clean_labels, split.num_classes
     if kind == "symmetric":
         labels = symmetric(clean, rate, c, seed)
-    elif kind == "asymmetric":
-        labels = asymmetric(clean, rate, asymmetric_map(dataset, c, split.extra.get("fine_to_coarse")), seed)
+    elif kind == "symmetric_any":
+        labels = symmetric_any(clean, rate, c, seed)
+    elif kind in ("asymmetric", "asymmetric_cdr"):
+        labels = asymmetric(clean, rate, asymmetric_map(dataset, c, split.extra.get("fine_to_coarse"), kind), seed)
     elif kind == "instance":
         if split.images is None:
             raise DatasetError("instance noise needs in-memory images (Fashion-MNIST, CIFAR)")

@@ -12,7 +12,8 @@ import torch
 from accelerate import Accelerator
 
 from lacol.config import LossConfig
-from lacol.losses import Dist, Method
+from lacol.losses import Dist
+from lacol.methods import build_method
 from lacol.models import build_model
 from pipelines.augment import Augmenter
 from pipelines.views import lacol_views
@@ -33,7 +34,7 @@ def main(path: str) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model, opt = acc.prepare(model, opt)
     model.eval()
-    method = Method(LossConfig(warmup_epochs=0, gather=True, class_floor=0.3), 10, Dist(rank, world))
+    method = build_method(LossConfig(warmup_epochs=0, gather=True, class_floor=0.3), 10, Dist(rank, world))
     aug = Augmenter(lacol_views(28, pad=4), split.mean, split.std, seed=0)
     per = GLOBAL_BATCH // world
     record = {}

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from lacol.cli import main as lacol
 from lacol.config import ConfigError, load_config
-from lacol.losses import Method, class_weights
+from lacol.losses import class_weights
+from lacol.methods import build_method
 from lacol.models import build_model
 from lacol.train import train
 from pipelines.batch import ViewBatch
@@ -35,20 +36,20 @@ def _batch(b=16, c=10, seed=0):
 
 def test_controls_need_fewer_views_and_ce_strong_is_plain_ce_on_the_strong_view():
     cfg = load_config(None, ["loss.warmup_epochs=1"]).loss
-    views = {m: Method(load_config(None, ["loss.warmup_epochs=1", f"loss.method={m}"]).loss, 10).num_views(1)
+    views = {m: build_method(load_config(None, ["loss.warmup_epochs=1", f"loss.method={m}"]).loss, 10).num_views(1)
              for m in ("lacol", "selection", "ce_strong", "ce")}
     assert views == {"lacol": 3, "selection": 2, "ce_strong": 2, "ce": 1}
-    assert Method(cfg, 10).num_views(0) == 1  # warm-up: the weak view alone
+    assert build_method(cfg, 10).num_views(0) == 1  # warm-up: the weak view alone
     torch.manual_seed(0)
     model = build_model("small_cnn", 10, 1)
     b = _batch()
     two = ViewBatch(b.weak, b.strong, None, b.label, b.index)
-    out = Method(load_config(None, ["loss.method=ce_strong"]).loss, 10)(model, two, epoch=5)
+    out = build_method(load_config(None, ["loss.method=ce_strong"]).loss, 10)(model, two, epoch=5)
     assert out.selected.all() and set(out.terms) == {"ls"}
     with torch.no_grad():  # the same forward (BN over both views), then CE of the strong half
         logits, _ = model(torch.cat([b.weak, b.strong]), embed=False)
     assert float(out.loss.detach()) == pytest.approx(float(F.cross_entropy(logits[16:], b.label)), rel=1e-5)
-    sel = Method(load_config(None, ["loss.method=selection"]).loss, 10)(model, two, epoch=5)
+    sel = build_method(load_config(None, ["loss.method=selection"]).loss, 10)(model, two, epoch=5)
     assert set(sel.terms) == {"ls"} and sel.selected is not None and not sel.selected.all()
 
 
@@ -115,8 +116,8 @@ def test_study_arms_embedding_on_logits_and_negatives_from_any_sample():
     assert model.embed[0].in_features == 10
     b = _batch(b=32)
     b.label[:] = 3  # one label: no other-label negatives exist, but any other sample qualifies
-    same = Method(load_config(None, ["loss.lambda_sc=0"]).loss, 10)(model, b, epoch=5)
-    anyn = Method(load_config(None, ["loss.lambda_sc=0", "loss.negatives=any"]).loss, 10)(model, b, epoch=5)
+    same = build_method(load_config(None, ["loss.lambda_sc=0"]).loss, 10)(model, b, epoch=5)
+    anyn = build_method(load_config(None, ["loss.lambda_sc=0", "loss.negatives=any"]).loss, 10)(model, b, epoch=5)
     assert float(same.terms["ms"]) == 0.0  # every anchor invalid: nothing to contrast
     assert float(anyn.terms["ms"]) > 0.0
     from lacol.losses import sample_negatives

@@ -60,13 +60,13 @@ def test_dali_gpu_graph(synthetic_root):
 def test_training_steps_never_wait_for_the_host():
     """The model, the method and the optimiser under sync-debug "error": any host sync raises."""
     from lacol.config import LossConfig
-    from lacol.losses import Method
+    from lacol.methods import build_method
     from lacol.models import build_model
     from pipelines.batch import ViewBatch
 
     model = build_model("resnet18", 10, 3).cuda().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    method = Method(LossConfig(warmup_epochs=0, class_floor=0.3), 10, seed=0, device="cuda",
+    method = build_method(LossConfig(warmup_epochs=0, class_floor=0.3), 10, seed=0, device="cuda",
                     clean=torch.randint(0, 10, (64,), device="cuda"))
     views = [torch.randn(64, 3, 32, 32, device="cuda", dtype=torch.bfloat16)
              .contiguous(memory_format=torch.channels_last) for _ in range(3)]

@@ -161,7 +161,7 @@ def test_bf16_inputs_accumulate_in_fp32():
 def test_method_dispatches_to_the_kernels():
     """loss.kernel=triton gives the reference's loss terms and gradients in a LaCoL step."""
     from lacol.config import LossConfig
-    from lacol.losses import Method
+    from lacol.methods import build_method
     from lacol.models import build_model
     from pipelines.batch import ViewBatch
 
@@ -173,7 +173,7 @@ def test_method_dispatches_to_the_kernels():
     results = []
     for kernel in ("torch", "triton"):
         model.zero_grad()
-        out = Method(LossConfig(warmup_epochs=0, kernel=kernel), 10, device=DEV)(model, batch, epoch=0)
+        out = build_method(LossConfig(warmup_epochs=0, kernel=kernel), 10, device=DEV)(model, batch, epoch=0)
         out.loss.backward()
         results.append((out.terms, [p.grad.clone() for p in model.parameters() if p.grad is not None]))
     (ta, ga), (tb, gb) = results

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from lacol.config import LossConfig
-from lacol.losses import (Method, class_weights, label_similarity, ms_loss, sample_negatives, sc_loss,
+from lacol.methods import build_method
+from lacol.losses import (class_weights, label_similarity, ms_loss, sample_negatives, sc_loss,
                           select, weighted_ce)
 from lacol.models import build_model
 from pipelines.batch import ViewBatch
@@ -141,14 +142,14 @@ def test_total_loss_is_the_weighted_sum_and_bf16_grads_are_finite():
     views = [torch.randn(b, 1, 28, 28).contiguous(memory_format=torch.channels_last) for _ in range(3)]
     batch = ViewBatch(*views, torch.randint(0, 10, (b,)), torch.arange(b))
     cfg = LossConfig(warmup_epochs=0)
-    out = Method(cfg, 10)(model, batch, epoch=0)
+    out = build_method(cfg, 10)(model, batch, epoch=0)
     t = out.terms
     assert float(out.loss.detach()) == pytest.approx(float(t["ls"] + cfg.lambda_ms * t["ms"] + cfg.lambda_sc * t["sc"]), rel=1e-6)
     assert out.selected is not None and out.class_counts.sum() == out.selected.sum()
 
     model.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = Method(cfg, 10)(model, batch, epoch=0)
+        out = build_method(cfg, 10)(model, batch, epoch=0)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -161,11 +162,11 @@ def test_warmup_and_ce_use_the_weak_view_only():
     model = build_model("small_cnn", 10, 1, width=8)
     weak = torch.randn(8, 1, 28, 28)
     batch = ViewBatch(weak, None, None, torch.randint(0, 10, (8,)), torch.arange(8))
-    out = Method(LossConfig(warmup_epochs=2), 10)(model, batch, epoch=1)
+    out = build_method(LossConfig(warmup_epochs=2), 10)(model, batch, epoch=1)
     assert set(out.terms) == {"ce"} and out.selected is None
     expected = F.cross_entropy(model(weak, embed=False)[0], batch.label)
     assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
-    assert not Method(LossConfig(method="ce", warmup_epochs=0), 10).needs_strong(5)
+    assert not build_method(LossConfig(method="ce", warmup_epochs=0), 10).needs_strong(5)
 
 
 def test_ms_loss_gradients_are_repeatable_with_several_threads():

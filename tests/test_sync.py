@@ -5,7 +5,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lacol.config import LossConfig, load_config
-from lacol.losses import Dist, Method
+from lacol.losses import Dist
+from lacol.methods import build_method
 from lacol.models import build_model
 from pipelines.batch import ViewBatch
 
@@ -56,7 +57,7 @@ def test_the_recorder_sees_a_sync():
 def test_a_method_step_forces_no_sync(loss):
     model = build_model("small_cnn", 10, 1, width=8)
     batch = _batch()
-    method = Method(LossConfig(**{"warmup_epochs": 0, **loss}), 10, Dist(), seed=1,
+    method = build_method(LossConfig(**{"warmup_epochs": 0, **loss}), 10, Dist(), seed=1,
                     clean=torch.randint(0, 10, (32,)))
     with SyncRecorder() as rec:
         out = method(model, batch, epoch=0, step=3)

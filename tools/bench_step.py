@@ -1,6 +1,6 @@
 """``lacol-bench step`` and ``lacol-bench train``: the consumption ceiling and the real loop.
 
-- step: the real model + ``Method`` (three views, every loss term, backward, SGD step) on batches
+- step: the real model + its method (three views, every loss term, backward, SGD step) on batches
   already on the device (synthetic, channels_last, in the training dtype): what training could
   reach if data cost nothing.
 - train: the same step fed by a real backend through the trainer (``lacol.train.Trainer``) on a
@@ -39,7 +39,7 @@ def _step(arch: str, size: int, batch: int, device, *, dtype: str, compile: bool
     from ``audit_rows``) as the trainer does."""
     from lacol.audit import Evidence
     from lacol.config import LossConfig
-    from lacol.losses import Method
+    from lacol.methods import build_method
     from lacol.models import build_model
     from pipelines.batch import ViewBatch
 
@@ -48,7 +48,7 @@ def _step(arch: str, size: int, batch: int, device, *, dtype: str, compile: bool
     if compile:
         model = torch.compile(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    method = Method(LossConfig(warmup_epochs=0, kernel=kernel), classes, seed=0, device=device)
+    method = build_method(LossConfig(warmup_epochs=0, kernel=kernel), classes, seed=0, device=device)
     low = dtype == "bf16"
     view_dtype = torch.bfloat16 if low and device.type == "cuda" else torch.float32
     g = torch.Generator(device).manual_seed(0)

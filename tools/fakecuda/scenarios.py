@@ -145,7 +145,7 @@ def step(rec, settings=None) -> dict:
     state)."""
     from lacol.audit import Evidence
     from lacol.config import LossConfig
-    from lacol.losses import Method
+    from lacol.methods import build_method
     from lacol.models import build_model
     from pipelines.batch import ViewBatch
 
@@ -156,7 +156,7 @@ def step(rec, settings=None) -> dict:
             model = build_model("small_cnn", 10, 3, width=8).to(CUDA, memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         n = 64
-        method = Method(LossConfig(**{"warmup_epochs": 0, **setting}), 10, seed=0, device=CUDA,
+        method = build_method(LossConfig(**{"warmup_epochs": 0, **setting}), 10, seed=0, device=CUDA,
                         clean=torch.randint(0, 10, (n,), device=CUDA))
         evidence = Evidence(n, 0, 2, CUDA)
         views = [torch.randn(32, 3, 28, 28, device=CUDA, dtype=torch.bfloat16)
@@ -205,7 +205,7 @@ def _plant_blocking(mp):
 
 def _plant_sync(mp):
     """A step that reads a loss term on the host (``.item()``)."""
-    from lacol.losses import Method
+    from lacol.methods import Method
 
     call = Method.__call__
 
@@ -219,7 +219,7 @@ def _plant_sync(mp):
 
 def _plant_mix(mp):
     """A host tensor in a device op (a per-class weight left on the CPU)."""
-    from lacol.losses import Method
+    from lacol.methods import Method
 
     counts = Method.class_counts
     mp(Method, "class_counts", lambda self, y, mask: counts(self, y, mask) + torch.ones(self.num_classes))
@@ -227,7 +227,7 @@ def _plant_mix(mp):
 
 def _plant_generator(mp):
     """The negatives drawn on the device from a CPU generator."""
-    from lacol.losses import Method
+    from lacol.methods import Method
 
     init = Method.__init__
 
