@@ -19,19 +19,25 @@ def _plain(model):
 
 class EmaTeacher:
     """An exponential moving average of the trained model's weights (and of its batch-norm running
-    statistics), in eval mode, never trained: teacher <- decay * teacher + (1 - decay) * student
-    after each optimiser step (ELR+ and Mean Teacher use 0.997-0.999)."""
+    statistics), in eval mode, never trained: teacher <- d * teacher + (1 - d) * student after
+    each optimiser step t, with Mean Teacher's ramp d = min(decay, (1 + t) / (10 + t)), so the
+    teacher is not held near its random initialisation for the first 1 / (1 - decay) steps (ELR+
+    and Mean Teacher use decay 0.997-0.999)."""
 
     def __init__(self, model, decay: float):
         self.decay = decay
+        self.steps = torch.zeros((), dtype=torch.long)
         self.model = copy.deepcopy(_plain(model)).eval()
         self.model.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model) -> None:
         s, t = _plain(model).state_dict(keep_vars=True), self.model.state_dict(keep_vars=True)
+        step = int(self.steps)  # a host integer: no device sync
+        d = min(self.decay, (1 + step) / (10 + step))
+        self.steps += 1
         floats = [k for k in t if t[k].is_floating_point()]
-        torch._foreach_lerp_([t[k].data for k in floats], [s[k].data for k in floats], 1.0 - self.decay)
+        torch._foreach_lerp_([t[k].data for k in floats], [s[k].data for k in floats], 1.0 - d)
         for k in t:
             if not t[k].is_floating_point():
                 t[k].data.copy_(s[k].data)  # counters (num_batches_tracked)
@@ -44,7 +50,9 @@ class EmaTeacher:
         return logits.float().softmax(1)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"method.ema.{k}": v.detach().cpu() for k, v in self.model.state_dict().items()}
+        out = {f"method.ema.{k}": v.detach().cpu() for k, v in self.model.state_dict().items()}
+        out["method.ema_steps"] = self.steps.clone().reshape(1)
+        return out
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         own = self.model.state_dict()
@@ -55,6 +63,8 @@ class EmaTeacher:
         if missing:
             raise KeyError(f"the checkpoint's EMA teacher lacks {sorted(missing)[:3]}: it is from another model")
         self.model.load_state_dict(found)
+        if "method.ema_steps" in tensors:
+            self.steps = tensors["method.ema_steps"].reshape(()).long().clone()
 
 
 def gmm_clean_probability(x: np.ndarray, iters: int = 30, reg: float = 5e-4) -> np.ndarray:
