@@ -219,6 +219,7 @@ class SelectingMethod(Method):
             self.teacher.load_state_dict(tensors)
         if "method.train_mask" in tensors:
             self.train_mask = tensors["method.train_mask"].to(self.device).bool()
+            self.pass_stats = {"pass_selected_rate": float(tensors["method.train_mask"].float().mean())}
 
     # ------------------------------------------------------------------ the step
 
