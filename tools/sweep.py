@@ -15,14 +15,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from lacol.cli import mean_std
+from lacol.methods import METHODS
 
 SETTINGS = (("symmetric", 0.2), ("symmetric", 0.5), ("symmetric", 0.8), ("asymmetric", 0.4),
             ("instance", 0.2), ("instance", 0.4), ("instance", 0.5))
 ARMS = ("lacol", "selection", "ce_strong", "ce")
-NAMES = {"lacol": "LaCoL", "selection": "selection only", "ce_strong": "CE, strong views (fair control)",
-         "ce": "CE, weak view"}
+NAMES = {"lacol_semi": "LaCoL-semi", "lacol": "LaCoL", "selection": "selection only",
+         "ce_strong": "CE, strong views (fair control)", "ce": "CE, weak view", "ceiling": "clean-label ceiling"}
 
 
 RUN_ORDER = (("instance", 0.4), ("asymmetric", 0.4), ("symmetric", 0.8), ("symmetric", 0.5), ("instance", 0.5),
@@ -145,6 +147,12 @@ def load(out_dir: Path, prefix: str) -> dict[tuple, list[dict]]:
     runs: dict[tuple, list[dict]] = defaultdict(list)
     for f in sorted(out_dir.glob(f"{prefix}-*/summary.json")):
         s = json.loads(f.read_text())
+        if "samples_per_s" not in s and (f.parent / "history.json").is_file():  # runs from before the field
+            cfg = yaml.safe_load((f.parent / "config.yaml").read_text())
+            warm = cfg["loss"]["warmup_epochs"] if cfg["loss"]["method"] != "ce" else 0
+            hist = json.loads((f.parent / "history.json").read_text())
+            rates = [h["samples_per_s"] for h in hist if h["epoch"] >= min(warm, len(hist) - 1)]
+            s["samples_per_s"] = float(np.mean(rates)) if rates else None
         runs[(s["noise"], s["noise_rate"], s["method"])].append(s)
     return runs
 
@@ -158,7 +166,7 @@ def table(runs: dict[tuple, list[dict]]) -> str:
             rs = runs.get((kind, rate, arm))
             if not rs:
                 continue
-            sel = arm in ("lacol", "selection")
+            sel = METHODS[arm].selects
             rows.append(" | ".join([
                 f"| {kind} {rate:.0%}", NAMES[arm], ",".join(str(r["seed"]) for r in rs),
                 mean_std([r["final_test_acc"] for r in rs]), mean_std([r["last10_test_acc"] for r in rs]),
@@ -183,6 +191,139 @@ def margins(runs: dict[tuple, list[dict]]) -> str:
             d = [lacol[s] - other[s] for s in lacol if s in other]
             cells.append(mean_std(d))
         rows.append(f"| {kind} {rate:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------ the second sweep (issue 24)
+
+SETTINGS2 = (*SETTINGS, ("asymmetric_cdr", 0.4))
+"""The second sweep's settings: the first sweep's seven plus asymmetric 40% on CDR's map."""
+RUN_ORDER2 = (("asymmetric", 0.4), ("symmetric", 0.2), ("instance", 0.4), ("symmetric", 0.8), ("symmetric", 0.5),
+              ("instance", 0.5), ("instance", 0.2), ("asymmetric_cdr", 0.4))
+ARMS2 = ("lacol_semi", "lacol", "ce_strong")
+DEV_SETTINGS = (("symmetric", 0.2), ("asymmetric", 0.4))
+"""Where the candidates are compared: noise draw 0 (seed 0, never a reported seed), noisy validation."""
+TUNE = {
+    "ce_strong": {"lr0.05": [], "lr0.1": ["optim.lr=0.1"], "lr0.05-ep30": ["optim.epochs=30"]},
+    "lacol_semi": {"semiA": [], "semiB": ["loss.selection=gmm"],
+                   "semiC": ["loss.selection=gmm", "loss.pseudo_threshold=0.8"]},
+}
+"""Per tuned arm, the same number of candidates (three), as overrides of the recipe; ce_strong's
+are its lr and epochs, lacol_semi's its parts (its class defaults are candidate A)."""
+ABLATION = {"no-pl": ["loss.pseudo_threshold=0"], "no-ema": ["loss.ema_decay=0"],
+            "agree": ["loss.selection=agree"], "no-metric": ["loss.lambda_ms=0", "loss.lambda_sc=0"]}
+"""lacol_semi with one part off at a time (from its chosen recipe)."""
+ABLATION_SETTINGS = (("asymmetric", 0.4), ("symmetric", 0.2))
+
+
+def tune_jobs(args) -> list[str]:
+    return [_command(args, "0", arm, f"tune-{name}", kind, rate, overrides, "tune.log")
+            for arm, cands in TUNE.items() for kind, rate in DEV_SETTINGS for name, overrides in cands.items()]
+
+
+def tune_table(out_dir: Path) -> str:
+    """Each candidate's best noisy-validation accuracy at the development settings (seed 0), the
+    mean that chooses, and its test accuracy (shown, never read by the choice)."""
+    head = " | ".join(f"{k} {r:.0%} val / test" for k, r in DEV_SETTINGS)
+    rows = [f"| arm | candidate | overrides | {head} | mean val (chooses) |", "|---|---|---|" + "---:|" * (len(DEV_SETTINGS) + 1)]
+    for arm, cands in TUNE.items():
+        found = {name: load(out_dir, f"tune-{name}") for name in cands}
+        score = {}
+        for name, runs in found.items():
+            rs = [runs.get((k, r, arm), []) for k, r in DEV_SETTINGS]
+            if all(rs):
+                score[name] = float(np.mean([x[0]["best_val_acc"] for x in rs]))
+        chosen = max(score, key=score.get) if score else None
+        for name, runs in found.items():
+            cells = []
+            for k, r in DEV_SETTINGS:
+                x = runs.get((k, r, arm))
+                cells.append(f"{100 * x[0]['best_val_acc']:.2f} / {100 * x[0]['final_test_acc']:.2f}" if x else "-")
+            mark = " **chosen**" if name == chosen else ""
+            rows.append(f"| {arm} | {name}{mark} | {' '.join(cands[name]) or '(recipe)'} | {' | '.join(cells)} | "
+                        f"{100 * score[name]:.2f} |" if name in score else
+                        f"| {arm} | {name} | {' '.join(cands[name]) or '(recipe)'} | {' | '.join(cells)} | - |")
+    return "\n".join(rows)
+
+
+def jobs2(args) -> list[str]:
+    """Seed-major: every setting and arm of a seed before the next seed (a partial sweep is then
+    whole seeds); the clean-label ceiling (ce_strong, no noise) once per seed."""
+    out = []
+    for seed in args.seeds.split(","):
+        for kind, rate in RUN_ORDER2:
+            out += [_command(args, seed, arm, args.prefix, kind, rate, args.overrides, "sweep.log")
+                    for arm in args.arms.split(",")]
+        out.append(_command(args, seed, "ce_strong", f"{args.prefix}-ceiling", "none", 0.0, args.overrides, "sweep.log"))
+    return out
+
+
+def ablation_jobs(args) -> list[str]:
+    return [_command(args, seed, "lacol_semi", f"ablation-{name}", kind, rate, overrides, "ablation.log")
+            for seed in args.seeds.split(",") for kind, rate in ABLATION_SETTINGS for name, overrides in ABLATION.items()]
+
+
+def _paired(a: list[dict], b: list[dict], key: str = "final_test_acc") -> list[float]:
+    by = {r["seed"]: r[key] for r in b}
+    return [r[key] - by[r["seed"]] for r in a if r["seed"] in by]
+
+
+def table2(out_dir: Path, prefix: str = "sweep3") -> str:
+    """The second sweep: per setting and arm, final test and test at the best noisy-validation
+    epoch (mean ± std over seeds), selection and pseudo-label precision/recall, step cost (samples/s
+    after warm-up, as a ratio to LaCoL's paired by seed); then the margins."""
+    runs = load(out_dir, prefix)
+    ceiling = load(out_dir, f"{prefix}-ceiling").get(("none", 0.0, "ce_strong"), [])
+    rows = ["| noise | method | seeds | final test % | test at best val epoch % | selection precision % | "
+            "selection recall % | pseudo-label precision % | pseudo-labelled % of unselected | samples/s ÷ LaCoL's |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    marg = ["| noise | LaCoL-semi − fair control | LaCoL-semi − LaCoL | LaCoL − fair control | ceiling − fair control "
+            "| gap closed by LaCoL-semi |", "|---|---:|---:|---:|---:|---:|"]
+    for kind, rate in SETTINGS2:
+        lac = runs.get((kind, rate, "lacol"), [])
+        for arm in ARMS2:
+            rs = runs.get((kind, rate, arm))
+            if not rs:
+                continue
+            sel = METHODS[arm].selects
+            pl = arm == "lacol_semi"
+            speed = {r["seed"]: r.get("samples_per_s") for r in lac}
+            ratio = [r["samples_per_s"] / speed[r["seed"]] for r in rs if speed.get(r["seed"]) and r.get("samples_per_s")]
+            rows.append(" | ".join([
+                f"| {kind} {rate:.0%}", NAMES[arm], ",".join(str(r["seed"]) for r in rs),
+                mean_std([r["final_test_acc"] for r in rs]), mean_std([r.get("best_val_test_acc") for r in rs]),
+                mean_std([r["final_precision"] for r in rs]) if sel else "-",
+                mean_std([r.get("final_recall") for r in rs]) if sel else "-",
+                mean_std([r.get("final_pseudo_precision") for r in rs]) if pl else "-",
+                mean_std([r.get("final_pseudo_rate") for r in rs]) if pl else "-",
+                f"{np.mean(ratio):.2f} |" if ratio else "- |"]))
+        semi, ce = runs.get((kind, rate, "lacol_semi"), []), runs.get((kind, rate, "ce_strong"), [])
+        if semi or lac:
+            gap_ce = _paired(ceiling, ce)
+            closed = [s / g for s, g in zip(_paired(semi, ce), gap_ce) if g > 0] if semi and ce else []
+            marg.append(f"| {kind} {rate:.0%} | {mean_std(_paired(semi, ce))} | {mean_std(_paired(semi, lac))} | "
+                        f"{mean_std(_paired(lac, ce))} | {mean_std(gap_ce)} | "
+                        f"{f'{100 * np.mean(closed):.0f}%' if closed else '-'} |")
+    if ceiling:
+        rows.append(f"| none (clean labels) | {NAMES['ceiling']} | {','.join(str(r['seed']) for r in ceiling)} | "
+                    f"{mean_std([r['final_test_acc'] for r in ceiling])} | "
+                    f"{mean_std([r.get('best_val_test_acc') for r in ceiling])} | - | - | - | - | - |")
+    return "\n".join(rows) + "\n\n" + "\n".join(marg)
+
+
+def ablation_table(out_dir: Path, prefix: str = "sweep3") -> str:
+    """lacol_semi with each part off, beside the sweep's lacol_semi, paired by seed."""
+    base = load(out_dir, prefix)
+    rows = ["| noise | variant | seeds | final test % | change from LaCoL-semi (paired) |", "|---|---|---|---:|---:|"]
+    for kind, rate in ABLATION_SETTINGS:
+        full = base.get((kind, rate, "lacol_semi"), [])
+        rows.append(f"| {kind} {rate:.0%} | LaCoL-semi (all parts) | {','.join(str(r['seed']) for r in full)} | "
+                    f"{mean_std([r['final_test_acc'] for r in full])} | - |")
+        for name in ABLATION:
+            rs = load(out_dir, f"ablation-{name}").get((kind, rate, "lacol_semi"), [])
+            if rs:
+                rows.append(f"| {kind} {rate:.0%} | {name} | {','.join(str(r['seed']) for r in rs)} | "
+                            f"{mean_std([r['final_test_acc'] for r in rs])} | {mean_std(_paired(rs, full))} |")
     return "\n".join(rows)
 
 
@@ -213,8 +354,30 @@ def main(argv=None) -> int:
         st.add_argument("--noise", default="symmetric")
         st.add_argument("--rate", type=float, default=0.8)
         st.add_argument("--out-dir", default="runs/sweep")
+    for name, helptext in (("jobs2", "the second sweep's commands (seed-major, with the ceiling)"),
+                           ("tune-jobs", "the tuning candidates' commands (seed 0)"),
+                           ("ablation-jobs", "lacol_semi with each part off")):
+        j2 = sub.add_parser(name, help=helptext)
+        j2.add_argument("--config", default="configs/fashion_mnist.yaml")
+        j2.add_argument("--seeds", default="1,2,3")
+        j2.add_argument("--arms", default=",".join(ARMS2))
+        j2.add_argument("--prefix", default="sweep3")
+        j2.add_argument("--out-dir", default="runs/sweep")
+        j2.add_argument("overrides", nargs="*")
+    for name in ("table2", "tune-table", "ablation-table"):
+        t2 = sub.add_parser(name, help=f"the markdown table ({name})")
+        t2.add_argument("--prefix", default="sweep3")
+        t2.add_argument("--out-dir", default="runs/sweep")
     args = ap.parse_args(argv)
-    if args.cmd == "jobs":
+    if args.cmd in ("jobs2", "tune-jobs", "ablation-jobs"):
+        print("\n".join({"jobs2": jobs2, "tune-jobs": tune_jobs, "ablation-jobs": ablation_jobs}[args.cmd](args)))
+    elif args.cmd == "table2":
+        print(table2(Path(args.out_dir), args.prefix))
+    elif args.cmd == "tune-table":
+        print(tune_table(Path(args.out_dir)))
+    elif args.cmd == "ablation-table":
+        print(ablation_table(Path(args.out_dir), args.prefix))
+    elif args.cmd == "jobs":
         print("\n".join(jobs(args)))
     elif args.cmd == "study-jobs":
         print("\n".join(study_jobs(args)))
