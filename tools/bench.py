@@ -256,6 +256,22 @@ def bench_step(a) -> int:
               f"  with it ({a.audit:,} rows):     {mn:,.1f} samples/s (median; blocks {min(on):,.1f}-{max(on):,.1f})\n"
               f"  with / without: {mn / mo:.3f}")
         return 0
+    if a.methods:
+        import statistics
+
+        from tools.bench_step import method_costs
+
+        methods = a.methods.split(",")
+        rates = method_costs(methods, a.arch, a.size, a.batch_size, device, dtype=a.dtype, steps=a.steps,
+                             warmup=a.warmup, rounds=a.rounds)
+        first = statistics.median(rates[methods[0]])
+        print(f"step: {a.arch} {a.size} px, batch {a.batch_size}, {a.dtype} ({where}); {a.rounds} rounds of one "
+              f"block of {a.steps} steps per method, the order rotating")
+        for m in methods:
+            med = statistics.median(rates[m])
+            print(f"  {m:<12} {med:,.1f} samples/s (median; blocks {min(rates[m]):,.1f}-{max(rates[m]):,.1f}); "
+                  f"step cost {first / med:.3f}x {methods[0]}'s")
+        return 0
     rate = step_rate(a.arch, a.size, a.batch_size, device, dtype=a.dtype, compile=a.compile, kernel=a.kernel,
                      steps=a.steps, warmup=a.warmup)
     print(f"step: {a.arch} {a.size} px, batch {a.batch_size} x 3 views, {a.dtype}, compile={a.compile}, "
@@ -361,7 +377,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, default=5)
     s.add_argument("--audit", type=int, default=0, metavar="ROWS",
                    help="time the step without and with the label audit's recording into ROWS rows, side by side")
-    s.add_argument("--rounds", type=int, default=5, help="with --audit: alternating blocks of each")
+    s.add_argument("--rounds", type=int, default=5, help="with --audit or --methods: alternating blocks of each")
+    s.add_argument("--methods", default="", metavar="A,B",
+                   help="time these methods' steps side by side (e.g. lacol,lacol_semi,ce_strong), with their defaults")
     s = sub.add_parser("train", help="the trainer fed by real backends, beside the step ceiling")
     s.add_argument("--root", default="data/bench_clothing1m")
     s.add_argument("--backends", type=lambda v: v.split(","), default=["torch"])

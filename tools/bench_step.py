@@ -33,22 +33,26 @@ def _timed(run_step, steps: int, warmup: int, device) -> float:
 
 
 def _step(arch: str, size: int, batch: int, device, *, dtype: str, compile: bool, classes: int, kernel: str,
-          audit_rows: int = 0):
+          audit_rows: int = 0, method: str = "lacol"):
     """(run_step, evidence): one three-view LaCoL step on device-resident synthetic batches;
     ``run_step(record=True)`` also records the label audit's evidence of the batch (rows drawn
     from ``audit_rows``) as the trainer does."""
     from lacol.audit import Evidence
-    from lacol.config import LossConfig
+    from lacol.config import load_config
     from lacol.methods import build_method
     from lacol.models import build_model
     from pipelines.batch import ViewBatch
 
     device = torch.device(device)
+    torch.manual_seed(0)  # every method's model starts from the same weights
     model = build_model(arch, classes, 3).to(device, memory_format=torch.channels_last)
     if compile:
         model = torch.compile(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    method = build_method(LossConfig(warmup_epochs=0, kernel=kernel), classes, seed=0, device=device)
+    # the method with its class defaults (lacol_semi's parts), as ``lacol train loss.method=...``
+    loss_cfg = load_config(None, [f"loss.method={method}", "loss.warmup_epochs=0", f"loss.kernel={kernel}"]).loss
+    method = build_method(loss_cfg, classes, seed=0, device=device)
+    method.attach(model)
     low = dtype == "bf16"
     view_dtype = torch.bfloat16 if low and device.type == "cuda" else torch.float32
     g = torch.Generator(device).manual_seed(0)
@@ -68,6 +72,7 @@ def _step(arch: str, size: int, batch: int, device, *, dtype: str, compile: bool
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        method.after_step(model)
         position[0] += 1
 
     return run_step, evidence
@@ -93,6 +98,23 @@ def audit_cost(arch: str, size: int, batch: int, device, *, rows: int, dtype: st
         for record in ((False, True) if r % 2 == 0 else (True, False)):  # alternate which goes first
             (on if record else off).append(batch / _timed(lambda: run_step(record), steps, 0, device))
     return off, on
+
+
+def method_costs(methods: list[str], arch: str, size: int, batch: int, device, *, dtype: str = "bf16",
+                 classes: int = 14, steps: int = 20, warmup: int = 5, rounds: int = 5) -> dict[str, list[float]]:
+    """The step of each method side by side (one model each, the same start): ``rounds`` rounds of
+    one block of ``steps`` per method, the order rotating; samples/s per block."""
+    runs = {m: _step(arch, size, batch, device, dtype=dtype, compile=False, classes=classes, kernel="torch",
+                     method=m)[0] for m in methods}
+    for run_step in runs.values():
+        for _ in range(warmup):
+            run_step()
+    rates: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(rounds):
+        order = methods[r % len(methods):] + methods[:r % len(methods)]
+        for m in order:
+            rates[m].append(batch / _timed(runs[m], steps, 0, device))
+    return rates
 
 
 def train_rate(root: str, backend: str, arch: str, size: int, batch: int, *, workers: int, steps: int,
