@@ -407,12 +407,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--sc-sizes", type=ints, default=[1024, 4096, 16384])
     s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     s.add_argument("--repeats", type=int, default=20)
+    s = sub.add_parser("scale", help="every host-side phase at Clothing1M sizes, side by side (tools/bench_scale.py)")
+    s.add_argument("--rows", type=ints, default=[10_000, 100_000, 1_000_000])
+    s.add_argument("--root", default="data/scale", help="where the layouts are built (once) and kept")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--ranks", type=int, default=64)
+    s.add_argument("--no-convert", action="store_true", help="skip the .beton and DALI list conversions (and ffcv)")
+    s.add_argument("--no-ffcv", action="store_true", help="skip the ffcv loader phases")
+    s.add_argument("--json", default=None, help="also write the figures here")
     from .aot import add_parser as add_aot
     from .bench_audit import add_parser
 
     add_parser(sub)
     add_aot(sub)
     return p
+
+
+def bench_scale(a) -> int:
+    from .bench_scale import main as scale
+
+    return scale(a)
 
 
 def main(argv=None) -> int:
@@ -429,7 +444,7 @@ def main(argv=None) -> int:
 
     fn = {"loader": bench_loader, "parse": bench_parse, "convert": bench_convert, "kernel": bench_kernel,
           "sampler": bench_sampler, "step": bench_step, "train": bench_train, "audit": bench_audit,
-          "aot": bench_aot}[a.cmd]
+          "aot": bench_aot, "scale": bench_scale}[a.cmd]
     try:
         return fn(a)
     except (DatasetError, ConfigError, FileNotFoundError) as e:  # a bad --root or recipe: one line
