@@ -142,10 +142,15 @@ def recipe_table(out_dir: Path, check: str = "floor") -> str:
     return "\n".join(rows)
 
 
+DATASET_NAMES = ("fashion_mnist-", "cifar10-", "cifar100-", "clothing1m-")
+
+
 def load(out_dir: Path, prefix: str) -> dict[tuple, list[dict]]:
     """Finished runs' summaries by (noise, rate, method)."""
     runs: dict[tuple, list[dict]] = defaultdict(list)
     for f in sorted(out_dir.glob(f"{prefix}-*/summary.json")):
+        if not f.parent.name[len(prefix) + 1:].startswith(DATASET_NAMES):
+            continue  # another prefix that starts with this one (tune-lr0.05-ep30 under tune-lr0.05)
         s = json.loads(f.read_text())
         if "samples_per_s" not in s and (f.parent / "history.json").is_file():  # runs from before the field
             cfg = yaml.safe_load((f.parent / "config.yaml").read_text())
