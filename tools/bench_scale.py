@@ -44,7 +44,7 @@ def build(root: Path, n: int, pool: int = 2000, seed: int = 0) -> Path:
     from PIL import Image
 
     shutil.rmtree(out, ignore_errors=True)
-    pool_dir = root / "pool"
+    pool_dir = root / f"pool{pool}"
     if not (pool_dir / ".complete").is_file():
         pool_dir.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(seed)
@@ -83,12 +83,17 @@ def build(root: Path, n: int, pool: int = 2000, seed: int = 0) -> Path:
     return out
 
 
-def _pss_mb(pid: int) -> float:
-    """Proportional set size of a process (MB), from /proc/PID/smaps_rollup."""
+def _memory_mb(pid: int) -> dict[str, float]:
+    """A process's memory in MB from /proc/PID/smaps_rollup: ``Pss`` counts a 1/k share of each
+    page k processes map; ``Pss_Anon`` the same over anonymous memory only (the heap a fork
+    shares copy-on-write: what a worker's copies grow), without ``Pss_Shmem`` (the shared-memory
+    batches in flight to the main process, which come and go with the prefetch)."""
+    m = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        k, _, v = line.partition(":")
+        if k in ("Pss", "Pss_Anon", "Pss_Shmem", "Private_Clean", "Private_Dirty"):
+            m[k] = int(v.split()[0]) / 1024
+    return m
 
 
 def _children() -> list[int]:
@@ -99,6 +104,61 @@ def _children() -> list[int]:
         except OSError:
             pass
     return pids
+
+
+def worker_memory(root: Path, n: int, *, workers: int = 2, batch: int = 256, pool: int = 2000) -> dict:
+    """The torch backend over ``n`` rows of ``build``'s layout, weak view only: seconds to the
+    first batch, then one whole pass, and each worker's PSS and USS (MB) at its end."""
+    from lacol.config import load_config
+    from pipelines.build import make_loader, train_and_val, train_views
+
+    cfg = load_config(None, ["data.dataset=clothing1m", f"data.root={build(root, n, pool)}", "data.noise=none",
+                             "data.val_size=0", f"data.batch_size={batch}", f"data.num_workers={workers}",
+                             "data.decode_size=32", "data.image_size=32", "data.pad=0"])
+    t0 = time.perf_counter()
+    train, _ = train_and_val(cfg.data)
+    loader = make_loader(cfg.data, train, train_views(cfg.data), seed=0)
+    loader.set_epoch(0, num_views=1)
+    it = iter(loader)
+    next(it)
+    first = time.perf_counter() - t0
+    seen, mem, t1 = batch, {}, time.perf_counter()
+    for b in it:
+        seen += len(b)
+        if not mem and seen >= len(train) - 2 * batch:
+            mem = {p: _memory_mb(p) for p in _children()}
+    rate = (seen - batch) / (time.perf_counter() - t1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"first_batch_s": first, "samples_per_s": rate, "main_peak_rss_mb": peak, "pss_mb": max(v["Pss"] for v in mem.values()),
+            "pss_anon_mb": max(v["Pss_Anon"] for v in mem.values()),
+            "pss_shmem_mb": max(v.get("Pss_Shmem", 0.0) for v in mem.values()),
+            "uss_mb": max(v["Private_Clean"] + v["Private_Dirty"] for v in mem.values()), "rows": seen}
+
+
+def plant_old_ways() -> None:
+    """The loader as it was before the scale fixes, for before/after figures and the test that
+    shows the check catching it: paths as a list of str, the sampler as a list of every row made
+    before the workers fork, the parse's freed heap left in place."""
+    import pipelines.sources.base as base
+    import pipelines.torch_loader as tl
+
+    base.Keys.of = staticmethod(lambda keys: [str(x) for x in keys])
+    tl._Numbered = lambda numbered: [(n, c.tolist()) for n, c in numbered]
+    tl.trim_heap = lambda: None
+
+
+def worker_memory_fresh(root: Path, n: int, *, pool: int = 2000, old_ways: bool = False) -> dict:
+    """``worker_memory`` in a fresh process (what an earlier measurement left in this one would
+    be shared into the new workers)."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from pathlib import Path; import tools.bench_scale as b; "
+            f"{'b.plant_old_ways(); ' if old_ways else ''}"
+            f"print(json.dumps(b.worker_memory(Path({str(root)!r}), {n}, pool={pool})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=1800,
+                         cwd=Path(__file__).resolve().parent.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _timed(fn):
@@ -143,28 +203,28 @@ def measure(root: Path, n: int, *, convert: bool = True, ffcv: bool = True, work
                                                   list_path(data / "dali", "clothing1m", "noisy_train"),
                                                   workers=workers, progress=False))
         r["convert to DALI list"], r["  DALI list images/s"] = (t, "s"), (res.images_per_s, "images/s")
-    for backend in ("torch", "ffcv") if ffcv and convert else ("torch",):
-        d.backend = backend
+    # torch backend, in a fresh process (what this one holds would be shared into its workers):
+    # parse, loader and first batch, then a whole pass of the weak view
+    w = worker_memory_fresh(root, n)
+    r["torch: parse, loader, first batch"] = (w["first_batch_s"], "s")
+    r["torch: epoch samples/s (weak view, 2 workers)"] = (w["samples_per_s"], "samples/s")
+    r["torch: worker PSS after the pass"] = (w["pss_mb"], "MB")
+    r["torch: worker PSS of the heap after the pass"] = (w["pss_anon_mb"], "MB")
+    r["torch: main process peak RSS"] = (w["main_peak_rss_mb"], "MB")
+    if ffcv and convert:
+        d.backend = "ffcv"
         loader, t_build = _timed(lambda: make_loader(d, train, train_views(d), seed=0))
         loader.set_epoch(0, num_views=1)
         t0 = time.perf_counter()
         it = iter(loader)
         next(it)
-        r[f"{backend}: loader build"] = (t_build, "s")
-        r[f"{backend}: first batch"] = (time.perf_counter() - t0, "s")
-        pss0 = {p: _pss_mb(p) for p in _children()} if backend == "torch" else {}
-        seen, t0 = batch, time.perf_counter()
+        r["ffcv: loader build"] = (t_build, "s")
+        r["ffcv: first batch"] = (time.perf_counter() - t0, "s")
+        seen, t0 = 0, time.perf_counter()
         for b in it:
             seen += len(b)
-            if backend == "torch" and seen >= len(train) - 2 * batch:
-                pss1 = {p: _pss_mb(p) for p in _children()}
-        r[f"{backend}: epoch samples/s"] = (seen / (time.perf_counter() - t0), "samples/s")
-        if backend == "torch":
-            growth = [pss1[p] - pss0[p] for p in pss0 if p in pss1]
-            r["torch: worker PSS after the pass"] = (max(pss1.values()) if pss1 else float("nan"), "MB")
-            r["torch: worker PSS growth in the pass"] = (max(growth) if growth else float("nan"), "MB")
+        r["ffcv: epoch samples/s (weak view)"] = (seen / (time.perf_counter() - t0), "samples/s")
         del loader, it
-    r["main process peak RSS"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MB")
 
     def deal():
         counts, seen = [], np.zeros(n, dtype=np.int32)

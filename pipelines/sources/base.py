@@ -5,6 +5,7 @@ file datasets (Clothing1M) carry relative paths under a root, resolved when a lo
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -43,6 +44,65 @@ def normal_key(key: str, where: str) -> str:
     return "/".join(parts)
 
 
+class Keys(Sequence[str]):
+    """File keys as one UTF-8 byte buffer and (N+1,) int64 offsets, read like a list of str.
+
+    A ``list[str]`` of 1M paths is 1M Python objects: a forked DataLoader worker that reads them
+    writes their reference counts, so page by page every worker ends up with a private copy (~80
+    B per key). Here a worker reads two integers and a few bytes of numpy arrays, which it never
+    writes: the pages stay shared."""
+
+    __slots__ = ("buf", "offsets")
+
+    def __init__(self, buf: np.ndarray, offsets: np.ndarray):
+        self.buf, self.offsets = buf, offsets
+
+    @classmethod
+    def of(cls, keys) -> "Keys":
+        if isinstance(keys, Keys):
+            return keys
+        encoded = [k.encode("utf-8") for k in keys]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        if isinstance(i, np.ndarray) and i.ndim:
+            return self.take(i)
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"key {i} of {len(self)}")
+        return self.buf[self.offsets[i]:self.offsets[i + 1]].tobytes().decode("utf-8")
+
+    def __iter__(self):
+        data, off = self.buf.tobytes(), self.offsets.tolist()
+        return (data[a:b].decode("utf-8") for a, b in zip(off, off[1:]))
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"Keys({len(self)} keys, {self.buf.nbytes:,} bytes)"
+
+    def take(self, idx) -> "Keys":
+        """The keys at ``idx``, as another ``Keys`` (vectorised: no Python string is made)."""
+        idx = np.asarray(idx)
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)
+        start, lengths = self.offsets[idx], self.offsets[idx + 1] - self.offsets[idx]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # every byte of the result: its key's start plus its place within the key
+        pos = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return Keys(self.buf[pos], offsets)
+
+
 @dataclass
 class Split:
     """One split of a dataset.
@@ -60,8 +120,9 @@ class Split:
     """Class names, index = label."""
     images: np.ndarray | None = None
     """(N, H, W, C) uint8, for in-memory datasets."""
-    files: list[str] | None = None
-    """Paths relative to ``root``, for file datasets."""
+    files: Sequence[str] | None = None
+    """Paths relative to ``root``, for file datasets (stored as ``Keys``: one byte buffer, so
+    forked loader workers share it instead of copying it)."""
     root: Path | None = None
     mean: tuple[float, ...] = (127.5, 127.5, 127.5)
     """Per-channel normalisation mean, in 0..255 units."""
@@ -80,6 +141,8 @@ class Split:
                 f"{self.name}: {n} images but labels {self.labels.shape}, "
                 f"clean_labels {self.clean_labels.shape}"
             )
+        if self.files is not None and not isinstance(self.files, Keys):
+            self.files = Keys.of(self.files)
         if self.images is not None and self.images.ndim == 3:
             self.images = self.images[..., None]
 
@@ -117,7 +180,7 @@ class Split:
         return replace(
             self, labels=self.labels[idx], clean_labels=self.clean_labels[idx],
             images=None if self.images is None else self.images[idx],
-            files=None if self.files is None else [self.files[i] for i in idx], extra=extra,
+            files=None if self.files is None else self.files.take(idx), extra=extra,
         )
 
     @property

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import keylists
 from .base import DatasetError, Split, normal_key, normal_keys
 
 # ImageNet statistics (0..255), matching ImageNet-pretrained encoders.
@@ -93,6 +94,30 @@ def read_classes(root: Path) -> tuple[str, ...]:
     return names
 
 
+def _load_fast(root: Path, split: str, list_path: Path, num_classes: int, cache: dict):
+    """(keys, labels, clean labels) from the byte-array readers (``keylists``), or None where a
+    file is not in the common spelling or a key is missing: then the line reader below decides
+    and names the line."""
+    got = keylists.read_keys(list_path)
+    if got is None:
+        return None
+    keys, hashed = got
+
+    def labels(name: str):
+        if ("fast", name) not in cache:
+            cache[("fast", name)] = keylists.read_labels(root / name, num_classes)
+        return cache[("fast", name)]
+
+    clean = labels("clean_label_kv.txt")
+    source = labels("noisy_label_kv.txt") if split == "noisy_train" else clean
+    if clean is None or source is None:
+        return None
+    y, found = source.lookup(hashed)
+    if not found.all():
+        return None
+    return keys, y, clean.lookup(hashed)[0]
+
+
 def load(split: str = "noisy_train", root: str | Path = "data/clothing1m", *,
          _kv_cache: dict | None = None) -> Split:
     """One Clothing1M split; ``_kv_cache`` lets a caller reading several splits parse each kv once."""
@@ -108,6 +133,11 @@ def load(split: str = "noisy_train", root: str | Path = "data/clothing1m", *,
         return cache[name]
 
     list_path = root / SPLITS[split]
+    fast = _load_fast(root, split, list_path, len(classes), cache)
+    if fast is not None:
+        keys, labels, clean_labels = fast
+        return Split(f"clothing1m/{split}", labels, clean_labels, classes, files=keys, root=root,
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD)
     lines = _lines(list_path)
     numbers = lambda: [n for n, line in enumerate(lines, 1) if line.strip()]  # noqa: E731 (for errors only)
     keys = normal_keys([line.strip() for line in lines if line.strip()], list_path, numbers)
