@@ -209,12 +209,14 @@ ARMS2 = ("lacol_semi", "lacol", "ce_strong")
 DEV_SETTINGS = (("symmetric", 0.2), ("asymmetric", 0.4))
 """Where the candidates are compared: noise draw 0 (seed 0, never a reported seed), noisy validation."""
 TUNE = {
-    "ce_strong": {"lr0.05": [], "lr0.1": ["optim.lr=0.1"], "lr0.05-ep30": ["optim.epochs=30"]},
-    "lacol_semi": {"semiA": [], "semiB": ["loss.selection=gmm"],
+    "ce_strong": {"lr0.05": ["optim.lr=0.05", "optim.epochs=20"], "lr0.1": ["optim.lr=0.1", "optim.epochs=20"],
+                  "lr0.05-ep30": ["optim.lr=0.05", "optim.epochs=30"]},
+    "lacol_semi": {"semiA": ["loss.selection=agree"], "semiB": ["loss.selection=gmm"],
                    "semiC": ["loss.selection=gmm", "loss.pseudo_threshold=0.8"]},
 }
-"""Per tuned arm, the same number of candidates (three), as overrides of the recipe; ce_strong's
-are its lr and epochs, lacol_semi's its parts (its class defaults are candidate A)."""
+"""Per tuned arm, the same number of candidates (three), each stating every setting it varies
+(so the recipe's chosen block does not change them); ce_strong's are its lr and epochs,
+lacol_semi's its parts over its class defaults (pseudo-labels at 0.95 from an EMA teacher, 0.99)."""
 ABLATION = {"no-pl": ["loss.pseudo_threshold=0"], "no-ema": ["loss.ema_decay=0"],
             "agree": ["loss.selection=agree"], "no-metric": ["loss.lambda_ms=0", "loss.lambda_sc=0"]}
 """lacol_semi with one part off at a time (from its chosen recipe)."""
