@@ -123,3 +123,21 @@ def test_workers_memory_and_first_batch_at_100k_rows(scale_root):
     large = worker_memory_fresh(scale_root, 100_000, pool=100)
     assert large["rows"] >= 99_000 and large["first_batch_s"] < 2.0, large
     assert large["pss_anon_mb"] - small["pss_anon_mb"] < 20.0, (small, large)
+
+
+def test_an_interrupted_conversion_restarts_without_redoing_finished_splits(clothing_root, tmp_path, capsys):
+    """--skip-done: complete outputs are kept (not rewritten), the missing or cut-short one is made."""
+    from tools.convert import main as convert
+
+    out = tmp_path / "ffcv"
+    args = ["clothing1m", "--to", "ffcv", "--root", str(clothing_root), "--out", str(out), "--size", "32",
+            "--splits", "clean_val,clean_test", "--workers", "1", "--no-progress"]
+    assert convert(args) == 0
+    val, test = out / "clothing1m_clean_val.beton", out / "clothing1m_clean_test.beton"
+    stamp = val.stat().st_mtime_ns
+    test.with_name(test.name + ".json").unlink()  # as if cut short before its sidecar: not complete
+    assert convert(args) == 2  # without --skip-done or --force: the outputs there are named
+    assert convert([*args, "--skip-done"]) == 0
+    assert val.stat().st_mtime_ns == stamp and test.with_name(test.name + ".json").is_file()
+    assert "clothing1m_clean_val.beton is complete: skipped" in capsys.readouterr().out
+    assert convert([*args, "--skip-done"]) == 0 and "nothing to do" in capsys.readouterr().out

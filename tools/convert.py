@@ -53,6 +53,9 @@ def main(argv=None) -> int:
                        help="fail when more than this fraction of a split's images cannot be decoded")
         s.add_argument("--no-progress", action="store_true")
         s.add_argument("--force", action="store_true", help="replace outputs of these splits that exist already")
+        s.add_argument("--skip-done", action="store_true",
+                       help="restart an interrupted conversion: skip the splits whose output is complete (a split "
+                            "cut short left nothing under its final name and is converted again from its start)")
     s = sub.add_parser("verify", help="check .beton files against their recorded checksums")
     s.add_argument("paths", nargs="+", metavar="FILE.beton")
     command_line = argv is None
@@ -102,6 +105,12 @@ def _verify(paths) -> int:
     return 2 if bad else 0
 
 
+def _complete(path: Path, to: str) -> bool:
+    """A split's output is whole: a .beton with its sidecar (written after the .beton's rename), or
+    a DALI list (written atomically under its final name)."""
+    return path.is_file() and (to != "ffcv" or path.with_name(path.name + ".json").is_file())
+
+
 def _check_args(a) -> str | None:
     """The first bad option of a conversion, as the message to print; None when all are fine."""
     if a.workers is not None and a.workers < 1:
@@ -130,6 +139,12 @@ def _check_args(a) -> str | None:
 
         where = beton_path if a.to == "ffcv" else list_path
         out = a.out or f"data/{a.to}"
+        if getattr(a, "skip_done", False):
+            done = [name for name in a.splits if _complete(where(out, a.cmd, name), a.to)]
+            for name in done:
+                print(f"lacol-convert: {where(out, a.cmd, name)} is complete: skipped (--skip-done)")
+            a.splits = [name for name in a.splits if name not in done]
+            return None  # what is left of the others is incomplete: converted again, replaced
         there = [str(where(out, a.cmd, name)) for name in a.splits if where(out, a.cmd, name).exists()]
         if there:
             return f"{', '.join(there)} exist already: pass --force to replace them, or choose another --out"
@@ -144,6 +159,9 @@ def _convert(a) -> int:
         print(f"lacol-convert: {a.cmd} has no split(s) {bad}; choose from {','.join(_splits(a.cmd))}", file=sys.stderr)
         return 2
     out = a.out or f"data/{a.to}"
+    if not a.splits:
+        print("lacol-convert: every split asked for is complete already (--skip-done): nothing to do")
+        return 0
     try:
         if a.to == "dali":
             from pipelines.sources import load_split
