@@ -12,6 +12,8 @@ from typing import Any, get_type_hints
 import yaml
 
 from pipelines.noise import KINDS as NOISE_KINDS
+from pipelines.build import BACKENDS
+from pipelines.sources import DATASETS
 from pipelines.views import NUM_BINS, OPS
 
 from .methods.registry import METHODS  # filled as lacol imports lacol.methods
@@ -29,7 +31,8 @@ def _choice(key: str, value, allowed) -> None:
 @dataclass
 class DataConfig:
     dataset: str = "fashion_mnist"
-    """fashion_mnist | cifar10 | cifar100 | clothing1m."""
+    """fashion_mnist | cifar10 | cifar100 | clothing1m | folder (root/train/<class>/<image>, README
+    "Your own data") | list (root/train.csv of path,label[,clean_label])."""
     root: str | None = None
     """Dataset folder; None means the dataset's default place (see README, Data)."""
     backend: str = "torch"
@@ -282,8 +285,9 @@ class Config:
                 v = getattr(getattr(self, section.name), f.name)
                 if isinstance(v, float) and not math.isfinite(v):
                     raise ConfigError(f"{section.name}.{f.name}={v}: must be a finite number")
-        _choice("data.dataset", d.dataset, ("fashion_mnist", "cifar10", "cifar100", "clothing1m"))
-        _choice("data.backend", d.backend, ("torch", "ffcv", "dali"))
+        _choice("data.dataset", d.dataset, tuple(DATASETS))
+        info = DATASETS[d.dataset]
+        _choice("data.backend", d.backend, tuple(BACKENDS))
         _choice("data.ffcv_order", d.ffcv_order, ("quasi_random", "random"))
         kinds = ("none", *(k for k in NOISE_KINDS if k != "cifar-n"))
         if d.noise not in kinds and not d.noise.startswith("cifar-n"):
@@ -293,11 +297,11 @@ class Config:
         if d.cv_folds and not 0 <= d.cv_fold < d.cv_folds or d.cv_folds == 1 or d.cv_folds < 0:
             raise ConfigError(f"data.cv_folds={d.cv_folds}, data.cv_fold={d.cv_fold}: folds >= 2 (or 0, off) and "
                               f"the held-out fold in 0..cv_folds-1")
-        if d.val_size and d.dataset == "clothing1m":
-            raise ConfigError("data.val_size: Clothing1M has its own clean validation split (used already); "
-                              "set data.val_size=0")
-        if d.dataset == "clothing1m" and d.noise != "none":
-            raise ConfigError("data.noise: Clothing1M's labels are already noisy; set data.noise=none")
+        if d.val_size and info.own_validation:
+            raise ConfigError(f"data.val_size: {d.dataset} has its own clean validation split (used already); "
+                              f"set data.val_size=0")
+        if info.already_noisy and d.noise != "none":
+            raise ConfigError(f"data.noise: {d.dataset}'s labels are already noisy; set data.noise=none")
         _choice("data.crop", d.crop, ("random", "rrc"))
         _choice("model.arch", m.arch, ("small_cnn", "resnet18", "resnet34", "resnet50"))
         _choice("loss.method", l.method, tuple(METHODS))

@@ -9,6 +9,7 @@ import torch
 
 from pipelines.augment import Augmenter
 from pipelines.decode import decode_square
+from pipelines.sources import dataset_info
 from pipelines.views import eval_view
 
 from .config import first_line, read_run_config
@@ -77,7 +78,7 @@ def predict(run: str | Path, images: list[str], topk: int = 3, weights: str = "m
     cfg, model, info = load_run(run, weights)
     classes, in_ch = info["classes"], info["channels"]
     size = cfg.data.image_size
-    decode = size if cfg.data.dataset != "clothing1m" else cfg.data.decode_size
+    decode = cfg.data.decode_size if dataset_info(cfg.data.dataset).files else size
     mode = "L" if in_ch == 1 else "RGB"
     view = Augmenter([eval_view(size)], info["mean"], info["std"])
     k = min(topk, len(classes))

@@ -510,7 +510,7 @@ def count_rates(name: str, s: torch.Tensor) -> dict:
 
 
 def summarise(cfg: Config, history: list[dict], state: TrainState) -> dict:
-    evals = dataset_info(cfg.data.dataset).eval
+    evals = dataset_info(cfg.data.dataset).eval_for(cfg.data.root)
     key = f"{evals[-1]}_acc"
     accs = [h[key] for h in history]
     last = history[-1] if history else {}

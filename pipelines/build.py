@@ -109,7 +109,7 @@ def check_noise(noise: NoisyLabels, d, n: int, path: Path) -> None:
 
 def eval_splits(d) -> dict[str, Split]:
     """The dataset's evaluation splits by name (``sources.DATASETS``)."""
-    return {name: load_split(d.dataset, name, d.root) for name in dataset_info(d.dataset).eval}
+    return {name: load_split(d.dataset, name, d.root) for name in dataset_info(d.dataset).eval_for(d.root)}
 
 
 def train_views(d, strong: bool = True) -> tuple[ViewSpec, ...]:

@@ -212,7 +212,9 @@ def make_noise(split, dataset: str, kind: str, rate: float, seed: int = 0,
                cifar_n_file: str | Path | None = None) -> NoisyLabels:
     """Noisy labels for a Split (whose ``labels`` are clean). ``kind`` is one of KINDS;
     for cifar-n, ``cifar_n_file`` is the release file and the key goes in ``kind`` as cifar-n:KEY."""
-    clean, c = split.clean_labels, split.num_classes
+    # the labels noise is drawn from: the clean ones; where unknown (a user's own data), the given
+    # ones, which synthetic noise then treats as the truth
+    clean, c = np.where(split.clean_labels >= 0, split.clean_labels, split.labels), split.num_classes
     if kind == "symmetric":
         labels = symmetric(clean, rate, c, seed)
     elif kind == "symmetric_any":

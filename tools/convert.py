@@ -44,8 +44,8 @@ def main(argv=None) -> int:
                        help="ffcv: .beton files; dali: checked file lists (file datasets) for the dali backend")
         s.add_argument("--root", default=None, help="dataset folder (default: the dataset's default place)")
         s.add_argument("--out", default=None, help="output folder (default data/ffcv or data/dali)")
-        s.add_argument("--splits", type=lambda v: v.split(","), default=list(info.splits),
-                       help=f"comma-separated, of {','.join(info.splits)}")
+        s.add_argument("--splits", type=lambda v: v.split(","), default=None,
+                       help=f"comma-separated, of {','.join(info.splits)} (default: every split --root has)")
         s.add_argument("--size", type=int, default=256, help="file datasets: stored square side")
         s.add_argument("--quality", type=int, default=90, help="file datasets: JPEG quality")
         s.add_argument("--workers", type=int, default=None, help="decoding processes (default: every core)")
@@ -69,6 +69,12 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.workers is None:
         a.workers = os.cpu_count() or 1
+    if a.cmd in DATASETS and a.splits is None:
+        try:
+            a.splits = list(DATASETS[a.cmd].splits_for(a.root))
+        except DatasetError as e:
+            print(f"lacol-convert {a.cmd}: {e}", file=sys.stderr)
+            return 2
     problem = _check_args(a)
     if problem:
         print(f"lacol-convert {a.cmd}: {problem}", file=sys.stderr)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cifar, clothing1m, fashion_mnist
+from . import cifar, clothing1m, fashion_mnist, folder, listfile
 from .base import DatasetError, Split
 
 
@@ -23,6 +23,22 @@ class DatasetInfo:
     best epoch, the test split is reported."""
     load: Callable[[str, str | Path | None], Split]
     """``load(split, root)``; root None: the dataset's default place."""
+    already_noisy: bool = False
+    """Its training labels are noisy as released (no synthetic noise on top by default)."""
+    own_validation: bool = False
+    """It has its own clean validation split (a held-out noisy one, ``data.val_size``, is refused)."""
+    files: bool = False
+    """Images are files decoded by the loaders (``data.decode_size`` applies), not an array."""
+    present: Callable[[str | Path | None], tuple[str, ...]] | None = None
+    """Datasets whose splits depend on the folder: the splits ``root`` has."""
+    evaluation: Callable[[str | Path | None], tuple[str, ...]] | None = None
+    """Datasets whose evaluation splits depend on the folder: those of ``root``."""
+
+    def eval_for(self, root) -> tuple[str, ...]:
+        return self.eval if self.evaluation is None else self.evaluation(root)
+
+    def splits_for(self, root) -> tuple[str, ...]:
+        return self.splits if self.present is None else self.present(root)
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -32,7 +48,12 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar100": DatasetInfo(("train", "test"), "train", ("test",),
                             lambda split, root: cifar.load("cifar100", split, root or "data")),
     "clothing1m": DatasetInfo(tuple(clothing1m.SPLITS), "noisy_train", ("clean_val", "clean_test"),
-                              lambda split, root: clothing1m.load(split, root or "data/clothing1m")),
+                              lambda split, root: clothing1m.load(split, root or "data/clothing1m"),
+                              already_noisy=True, own_validation=True, files=True),
+    "folder": DatasetInfo(folder.SPLITS, "train", ("test",), folder.load, files=True, present=folder.present,
+                          evaluation=folder.evaluation),
+    "list": DatasetInfo(listfile.SPLITS, "train", ("test",), listfile.load, files=True, present=listfile.present,
+                        evaluation=listfile.evaluation),
 }
 
 
@@ -48,4 +69,4 @@ def load_split(dataset: str, split: str, root: str | Path | None = None) -> Spli
 
 
 __all__ = ["DATASETS", "DatasetError", "DatasetInfo", "Split", "dataset_info", "load_split", "cifar",
-           "clothing1m", "fashion_mnist"]
+           "clothing1m", "fashion_mnist", "folder", "listfile"]
