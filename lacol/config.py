@@ -17,6 +17,8 @@ from pipelines.sources import DATASETS
 from pipelines.views import NUM_BINS, OPS
 
 from .methods.registry import METHODS  # filled as lacol imports lacol.methods
+from .models import ENCODERS
+from .text import first_line  # noqa: F401  (re-exported: the readers of run folders use it)
 
 
 class ConfigError(ValueError):
@@ -303,7 +305,7 @@ class Config:
         if info.already_noisy and d.noise != "none":
             raise ConfigError(f"data.noise: {d.dataset}'s labels are already noisy; set data.noise=none")
         _choice("data.crop", d.crop, ("random", "rrc"))
-        _choice("model.arch", m.arch, ("small_cnn", "resnet18", "resnet34", "resnet50"))
+        _choice("model.arch", m.arch, tuple(ENCODERS))
         _choice("loss.method", l.method, tuple(METHODS))
         _choice("loss.class_weight", l.class_weight, ("paper", "paper_mean1", "balanced", "none"))
         _choice("loss.selection", l.selection, ("agree", "gmm"))
@@ -572,11 +574,6 @@ def same_experiment(run: str | Path, asked: Config) -> None:
         keys = "; ".join(f"{k}: {old!r} in the folder, {new!r} asked" for k, old, new in diff)
         raise ConfigError(f"{run} holds another experiment ({keys}): a run folder is one experiment; choose "
                           f"another train.name (lacol compare: --prefix) or a fresh train.out_dir")
-
-
-def first_line(e: Exception) -> str:
-    """An exception's first message line (a loader's multi-line error in a one-line message)."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def config_yaml(cfg: Config) -> str:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import first_line
+from .text import first_line
 
 
 class WeightsError(ValueError):
@@ -180,17 +180,22 @@ class ResNet(nn.Module):
         return self.fc(self.features(x))
 
 
+ENCODERS = {
+    "small_cnn": lambda c, ch, width: SmallCNN(c, ch, width),
+    "resnet18": lambda c, ch, width: ResNet(BasicBlock, [2, 2, 2, 2], c, ch, stem="cifar"),
+    "resnet34": lambda c, ch, width: ResNet(BasicBlock, [3, 4, 6, 3], c, ch, stem="cifar"),
+    "resnet50": lambda c, ch, width: ResNet(Bottleneck, [3, 4, 6, 3], c, ch, stem="imagenet"),
+}
+"""``model.arch`` -> builder(num_classes, in_channels, width) of an encoder with ``features(x)
+-> (B, num_features)``, ``num_features`` and its classification head ``fc``. Adding a model: its
+module and one line here."""
+
+
 def build_encoder(arch: str, num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
     """An encoder with ``features(x) -> (B, num_features)`` and its classification head ``fc``."""
-    if arch == "small_cnn":
-        return SmallCNN(num_classes, in_channels, width)
-    if arch == "resnet18":
-        return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, stem="cifar")
-    if arch == "resnet34":
-        return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, stem="cifar")
-    if arch == "resnet50":
-        return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, stem="imagenet")
-    raise ValueError(f"model.arch={arch!r}: choose small_cnn, resnet18, resnet34 or resnet50")
+    if arch not in ENCODERS:
+        raise ValueError(f"model.arch={arch!r}: choose one of {', '.join(ENCODERS)}")
+    return ENCODERS[arch](num_classes, in_channels, width)
 
 
 class Network(nn.Module):

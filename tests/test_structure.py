@@ -80,7 +80,7 @@ def test_the_trainer_names_no_backend_or_format():
 
 
 def test_every_backend_is_in_the_table():
-    assert set(BACKENDS) == {"torch", "ffcv", "dali"}
+    assert {"torch", "ffcv", "dali"} <= set(BACKENDS)
 
 
 def test_the_torch_backend_keeps_the_loader_protocol(fmnist_train):

@@ -69,6 +69,7 @@ def _loader(split, a, backend: str):
 
 
 def bench_loader(a) -> int:
+    from pipelines.build import BACKENDS
     from pipelines.sources import load_split
     from pipelines.torch_loader import TorchLoader
     from pipelines.views import lacol_views
@@ -83,12 +84,10 @@ def bench_loader(a) -> int:
         return 2
     makers = {
         "peer": lambda: peer_loader(split, a.batch_size, a.workers),
-        "torch": lambda: _loader(split, a, "torch"),
+        **{name: (lambda name=name: _loader(split, a, name)) for name in BACKENDS},
         # the reference backend with its views made in this process rather than in its workers
         "torch-augment-in-main": lambda: TorchLoader(split, lacol_views(224), batch_size=a.batch_size,
                                                      num_workers=a.workers, augment_in="device"),
-        "ffcv": lambda: _loader(split, a, "ffcv"),
-        "dali": lambda: _loader(split, a, "dali"),
     }
     unknown = set(a.backends) - set(makers)
     if unknown:
