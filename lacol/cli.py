@@ -1,4 +1,4 @@
-"""`lacol train | compare | eval | predict`: parse, build, run; nothing else."""
+"""`lacol train | compare | eval | audit | plot | predict`: parse, build, run; nothing else."""
 from __future__ import annotations
 
 import argparse

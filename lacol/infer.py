@@ -47,7 +47,7 @@ def evaluate_run(run: str | Path, weights: str = "model.safetensors") -> dict:
 
     from pipelines.build import eval_splits, make_loader
 
-    from .train import evaluate
+    from .evaluation import evaluate
 
     cfg, model, _ = load_run(run, weights)
     acc = Accelerator(cpu=not torch.cuda.is_available())

@@ -1,7 +1,7 @@
 """LaCoL's losses (the eager reference), the step's output and the collectives the methods use
 (``lacol/methods/``: the method objects the trainer calls).
 
-Notation as in DESIGN.md: p_w weak-view probabilities, z_w / z_s / z_s2 L2-normalised embeddings
+Notation as in DESIGN.md (the team's reading of the paper, kept in ../shared beside the repository): p_w weak-view probabilities, z_w / z_s / z_s2 L2-normalised embeddings
 of the weak and the two strong views, y the noisy labels.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ConfigError
+
 
 
 def select(p_weak: torch.Tensor, labels: torch.Tensor, class_floor: float = 0.0) -> torch.Tensor:
@@ -211,29 +212,3 @@ class StepOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
     """Further (4,) counts summed over an epoch like ``selection`` (``pseudo``: pseudo-labelled,
     correct, unselected, known)."""
-
-
-class Dist:
-    """This process's place among ``world`` processes and the collectives the losses need
-    (identities on one process)."""
-
-    def __init__(self, rank: int = 0, world: int = 1):
-        self.rank, self.world = rank, world
-
-    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world == 1:
-            return t
-        t = t.clone()
-        torch.distributed.all_reduce(t)
-        return t
-
-    def all_gather(self, t: torch.Tensor, grad: bool = False) -> torch.Tensor:
-        """Rows of every process, in rank order; with ``grad``, gradients flow back to the owner."""
-        if self.world == 1:
-            return t
-        if grad:
-            from torch.distributed.nn.functional import all_gather
-            return torch.cat(all_gather(t))
-        out = [torch.empty_like(t) for _ in range(self.world)]
-        torch.distributed.all_gather(out, t.contiguous())
-        return torch.cat(out)

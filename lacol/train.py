@@ -23,7 +23,9 @@ from pipelines.sources import dataset_info
 from . import audit
 from .config import Config, ConfigError
 from .display import Display
-from .losses import Dist, NonFiniteLoss
+from .evaluation import evaluate, predict_probs
+from .dist import Dist
+from .losses import NonFiniteLoss
 from .methods import build_method
 from .models import build_model
 from .run import RunFolder
@@ -56,36 +58,6 @@ def lr_factor(cfg: Config, epoch_float: float) -> float:
     if o.schedule == "cosine":
         return f * 0.5 * (1 + math.cos(math.pi * min(epoch_float / o.epochs, 1.0)))
     return f * o.gamma ** sum(epoch_float >= m for m in o.milestones)
-
-
-@torch.no_grad()
-def predict_probs(accelerator, model, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(index, softmax probabilities, labels) of every sample of an evaluation loader, gathered
-    from every process, once each (padding deduplicated by index), in index order."""
-    model.eval()
-    probs, labels, index = [], [], []
-    for batch in loader:
-        with accelerator.autocast():
-            logits, _ = model(batch.image, embed=False)
-        probs.append(logits.float().softmax(1))
-        labels.append(batch.label)
-        index.append(batch.index)
-    p, y, i = (accelerator.gather(torch.cat(t)).cpu().numpy() for t in (probs, labels, index))
-    i, first = np.unique(i, return_index=True)
-    return i, p[first], y[first]
-
-
-def evaluate(accelerator, model, loader, clean: np.ndarray | None = None) -> dict:
-    """Top-1 accuracy over the split, every sample counted once; with ``clean`` (the split's clean
-    labels, -1 unknown), also the accuracy on the rows whose clean label is known (``clean_acc``)."""
-    i, p, y = predict_probs(accelerator, model, loader)
-    pred = p.argmax(1)
-    out = {"acc": float((pred == y).mean()), "n": int(len(i))}
-    if clean is not None:
-        c = clean[i]
-        known = c >= 0
-        out["clean_acc"] = float((pred[known] == c[known]).mean()) if known.any() else float("nan")
-    return out
 
 
 def setup(cfg: Config):

@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 
 from lacol.config import LossConfig
-from lacol.losses import Dist
+from lacol.dist import Dist
 from lacol.methods import build_method
 from lacol.models import build_model
 from pipelines.augment import Augmenter

@@ -5,7 +5,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lacol.config import LossConfig, load_config
-from lacol.losses import Dist
+from lacol.dist import Dist
 from lacol.methods import build_method
 from lacol.models import build_model
 from pipelines.batch import ViewBatch

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import LossConfig
-from ..losses import Dist, StepOutput, class_weights, resolve_kernels, select, selection_stats, weighted_ce
+from ..dist import Dist
+from ..losses import StepOutput, class_weights, resolve_kernels, select, selection_stats, weighted_ce
 from ..models import set_views
 from . import parts
 
