@@ -61,3 +61,30 @@ def write_cifar(root: Path, name: str, n_train: int = 60, n_test: int = 20, seed
             b"coarse_label_names": [f"s{i}".encode() for i in range(20)]}
     (folder / "meta").write_bytes(pickle.dumps(meta))
     return folder
+
+
+# ------------------------------------------------------------------ helpers the test files share
+
+RECIPE = Path(__file__).resolve().parent.parent / "configs" / "fashion_mnist.yaml"
+"""The default recipe."""
+
+TRAIN_SMALL = ["data.train_subset=2048", "data.batch_size=64", "data.noise=symmetric", "data.noise_rate=0.2",
+         "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false", "train.log_every=1"]
+"""A few-second training run of the default recipe (test_train's and the hostile tests')."""
+
+
+def check_batch(b, split, size, channels):
+    import torch
+
+    from pipelines.batch import ViewBatch
+
+    assert isinstance(b, ViewBatch)
+    for v in (b.weak, b.strong, b.strong2):
+        assert v.shape == (len(b), channels, size, size) and v.dtype == torch.float32
+        assert v.is_contiguous(memory_format=torch.channels_last)
+        # Normalised: black and white map to (0 - mean)/std and (255 - mean)/std.
+        lo = min((0 - m) / s for m, s in zip(split.mean, split.std))
+        hi = max((255 - m) / s for m, s in zip(split.mean, split.std))
+        assert v.min() >= lo - 1e-4 and v.max() <= hi + 1e-4
+    assert b.label.dtype == torch.int64 and b.index.dtype == torch.int64
+    assert (b.label.numpy() == split.labels[b.index.numpy()]).all()

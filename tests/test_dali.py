@@ -16,7 +16,7 @@ from pipelines.torch_loader import TorchLoader  # noqa: E402
 from pipelines.formats import list_path, read_file_list  # noqa: E402
 from tools.beton import convert_file_list  # noqa: E402
 
-from test_loader import _check_batch  # noqa: E402
+from conftest import check_batch as _check_batch  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_training_on_the_dali_backend(tmp_path):
     from lacol.config import load_config
     from lacol.train import train
 
-    from test_train import RECIPE
+    from conftest import RECIPE
 
     cfg = load_config(RECIPE, ["data.backend=dali", "data.train_subset=1024", "data.batch_size=64",
                                "data.noise=symmetric", "data.noise_rate=0.2", "optim.epochs=2",

@@ -18,8 +18,8 @@ from pipelines.torch_loader import TorchLoader  # noqa: E402
 from pipelines.formats import beton_path  # noqa: E402
 from tools.beton import convert_dataset, convert_split  # noqa: E402
 
-from test_loader import _check_batch  # noqa: E402
-from test_train import RECIPE  # noqa: E402
+from conftest import check_batch as _check_batch  # noqa: E402
+from conftest import RECIPE  # noqa: E402
 
 
 @pytest.fixture(scope="module")

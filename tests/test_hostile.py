@@ -70,7 +70,7 @@ def test_a_cifar_n_file_with_a_payload_is_refused(tmp_path):
 def test_resuming_a_run_folder_runs_no_code_from_it(tmp_path):
     """Checkpoints hold safetensors and JSON only; pickles planted in one (accelerate's file names)
     are never opened, and a checkpoint of the older pickled format is refused by name."""
-    from test_train import RECIPE, SMALL
+    from conftest import RECIPE, TRAIN_SMALL as SMALL
 
     from lacol.config import load_config
     from lacol.train import train
@@ -95,7 +95,7 @@ def test_resuming_a_run_folder_runs_no_code_from_it(tmp_path):
 def test_resume_skips_a_damaged_checkpoint_and_says_which(tmp_path, capsys):
     """A newest checkpoint with a truncated file (a full disk, a copy cut short) is reported and
     the previous one loaded; the run then ends as an uninterrupted one."""
-    from test_train import RECIPE, SMALL
+    from conftest import RECIPE, TRAIN_SMALL as SMALL
 
     from lacol.config import load_config
     from lacol.train import train
@@ -345,7 +345,7 @@ def test_one_line_errors_for_a_bad_recipe_and_bad_images(tmp_path, capsys):
     text, empty = tmp_path / "notes.jpg", tmp_path / "empty.png"
     text.write_text("not an image")
     empty.write_bytes(b"")
-    from test_train import RECIPE, SMALL
+    from conftest import RECIPE, TRAIN_SMALL as SMALL
 
     from lacol.config import load_config
     from lacol.train import train
@@ -362,7 +362,7 @@ def test_bad_pretrained_files_too_large_a_batch_and_an_unwritable_out_dir_are_on
     """A cut or foreign ``model.pretrained`` file, a batch larger than the data, and an output
     folder that cannot be written (here a file where the folder should be): exit 2, one line
     naming the file or key, no traceback."""
-    from test_train import RECIPE, SMALL
+    from conftest import RECIPE, TRAIN_SMALL as SMALL
 
     from lacol.cli import main as lacol
 
@@ -403,7 +403,7 @@ def test_bench_on_a_bad_root_is_one_line(tmp_path, capsys):
 
 
 def test_eval_and_predict_on_damaged_weights_are_one_line(tmp_path, capsys):
-    from test_train import RECIPE, SMALL
+    from conftest import RECIPE, TRAIN_SMALL as SMALL
 
     from lacol.cli import main as lacol
     from lacol.config import load_config

@@ -9,17 +9,7 @@ from pipelines.sources import DatasetError, clothing1m
 from pipelines.torch_loader import TorchEvalLoader, TorchLoader
 
 
-def _check_batch(b: ViewBatch, split, size, channels):
-    assert isinstance(b, ViewBatch)
-    for v in (b.weak, b.strong, b.strong2):
-        assert v.shape == (len(b), channels, size, size) and v.dtype == torch.float32
-        assert v.is_contiguous(memory_format=torch.channels_last)
-        # Normalised: black and white map to (0 - mean)/std and (255 - mean)/std.
-        lo = min((0 - m) / s for m, s in zip(split.mean, split.std))
-        hi = max((255 - m) / s for m, s in zip(split.mean, split.std))
-        assert v.min() >= lo - 1e-4 and v.max() <= hi + 1e-4
-    assert b.label.dtype == torch.int64 and b.index.dtype == torch.int64
-    assert (b.label.numpy() == split.labels[b.index.numpy()]).all()
+from conftest import check_batch as _check_batch  # noqa: E402
 
 
 def test_in_memory_views_pair_labels_with_indices(fmnist_train):

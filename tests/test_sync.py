@@ -68,7 +68,7 @@ def test_a_method_step_forces_no_sync(loss):
 
 def test_a_non_logging_trainer_step_forces_no_sync(tmp_path):
     """The trainer's step (Accelerate's accumulate, the optimiser, the method) on a real batch."""
-    from test_train import RECIPE, SMALL
+    from conftest import RECIPE, TRAIN_SMALL as SMALL
 
     from pipelines.sources import DatasetError, fashion_mnist
 

@@ -17,11 +17,10 @@ from safetensors.torch import load_file
 from lacol.cli import main as lacol
 from lacol.config import ConfigError, load_config
 
-RECIPE = Path(__file__).resolve().parent.parent / "configs" / "fashion_mnist.yaml"
 from lacol.train import train
 
-SMALL = ["data.train_subset=2048", "data.batch_size=64", "data.noise=symmetric", "data.noise_rate=0.2",
-         "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false", "train.log_every=1"]
+from conftest import RECIPE, TRAIN_SMALL as SMALL  # noqa: E402
+
 
 
 def test_config_errors_name_the_key_and_the_choices(tmp_path):
