@@ -69,6 +69,19 @@ class TrainLoader(Protocol):
         was built with."""
 
 
+class EpochPosition:
+    """Where a training loader stands, as ``TrainLoader.set_epoch`` sets it: the epoch, its first
+    batch, the views. The backends inherit it instead of each writing the same body."""
+
+    epoch: int = 0
+    start: int = 0
+    num_views: int | None = None
+
+    def set_epoch(self, epoch: int, start: int = 0, num_views: int | None = None) -> None:
+        """``TrainLoader.set_epoch``."""
+        self.epoch, self.start, self.num_views = epoch, start, num_views
+
+
 @runtime_checkable
 class EvalLoader(Protocol):
     """An evaluation loader: every sample of the split once per rank share (padding repeats

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .batch import EvalBatch
+from .batch import EpochPosition, EvalBatch
 from .sharding import num_batches, shard_indices, upload, view_batch, view_seed
 from .sources.base import DatasetError, Split
 from .views import ViewSpec, eval_view
@@ -264,7 +264,7 @@ def graph_problems(pipe) -> tuple[int, list[str]]:
     return len(pipe._ops), problems
 
 
-class DaliLoader:
+class DaliLoader(EpochPosition):
     """Train loader: an iterable of ViewBatch for one rank, with ``__len__`` and ``set_epoch``.
     ``rows``: the split rows to read (a checked file list; None: all)."""
 
@@ -279,10 +279,6 @@ class DaliLoader:
         self.skipped = [] if rows is None else [str(split.files[i]) for i in np.setdiff1d(np.arange(len(split)), rows)]
         self.batch_size, self.rank, self.world, self.seed, self.drop_last = batch_size, rank, world, seed, drop_last
         self.set_epoch(0)
-
-    def set_epoch(self, epoch: int, start: int = 0, num_views: int | None = None) -> None:
-        """``batch.TrainLoader.set_epoch``."""
-        self.epoch, self.start, self.num_views = epoch, start, num_views
 
     def _order(self) -> np.ndarray:
         rows = self.epochs.rows

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .augment import Augmenter
-from .batch import EvalBatch
+from .batch import EpochPosition, EvalBatch
 from .formats import read_meta, verify_beton
 from .sharding import batch_seed, deal, num_batches, shard_indices, upload, view_batch, view_seed
 from .sources.base import DatasetError, Split
@@ -163,7 +163,7 @@ class _Ring:
         return buf
 
 
-class FfcvLoader:
+class FfcvLoader(EpochPosition):
     """Train loader over a .beton: an iterable of ViewBatch for one rank, with ``__len__`` and
     ``set_epoch``. ``views`` as ``TorchLoader``'s; ``order``: quasi_random | random (module doc).
 
@@ -187,10 +187,6 @@ class FfcvLoader:
         self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
         self.order, self.drop_last = order, drop_last
         self.set_epoch(0)
-
-    def set_epoch(self, epoch: int, start: int = 0, num_views: int | None = None) -> None:
-        """``batch.TrainLoader.set_epoch``."""
-        self.epoch, self.start, self.num_views = epoch, start, num_views
 
     @property
     def skipped(self) -> list[str]:
