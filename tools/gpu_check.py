@@ -154,7 +154,9 @@ def main(argv=None) -> int:
     write_report(out, report)
     root = out / "data"
     measure("data", lambda: _build_data(root, a.num_train, report, a.dry_run))
-    backends = [b for b in ("torch", "ffcv", "dali") if b not in report["skipped"]]
+    from pipelines.build import BACKENDS
+
+    backends = [b for b in BACKENDS if b not in report["skipped"]]
     for name, bench_argv in measurements(root, backends, a.batch_size).items():
         measure(name, lambda argv=bench_argv: _run(argv, a.dry_run))
     print((out / "gpu_check.md").read_text())
