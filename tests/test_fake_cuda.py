@@ -11,7 +11,8 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the fake-CU
 SCENARIOS = ["views", "loaders_memory", "loaders_files", "loaders_ffcv", "step"]
 PLANTED = {"views:pageable": "pageable host-to-device copy", "views:blocking": "blocking host-to-device copy",
            "loaders_files:blocking": "blocking host-to-device copy", "step_lacol:sync": "host sync",
-           "step_lacol:mix": "device mix", "step_lacol:generator": "CPU generator"}
+           "step_lacol:mix": "device mix", "step_lacol:generator": "CPU generator",
+           "step_semi:teacher_sync": "host sync"}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_gpu_path_records_nothing(results, scenario):
 
 def test_what_ran(results):
     assert results["views"]["checked"] == {"views": 16}
-    assert results["step"]["checked"] == {"settings": 9}
+    assert results["step"]["checked"] == {"settings": 12}
     assert set(results["loaders_files"]["checked"]) == {"train (views on the device)", "train (views in workers)",
                                                         "eval"}
 

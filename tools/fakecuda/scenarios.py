@@ -136,6 +136,12 @@ STEP_SETTINGS = [
     {"method": "lacol", "train_view": "weak", "sc_similarity": "dot"}, {"method": "lacol", "kernel": "triton"},
     {"method": "lacol", "kernel": "triton", "class_weight": "none"}, {"method": "selection"},
     {"method": "ce_strong"}, {"method": "ce"}, {"method": "lacol", "warmup_epochs": 1},
+    # lacol_semi's parts: the EMA teacher (its update after the optimiser step), class-balanced
+    # pseudo-labels, the eval pass's selection mask indexed on the device, L_SC's gradient through
+    # the weak probabilities; and the warm-up's confidence penalty
+    {"method": "lacol_semi", "pseudo_threshold": 0.5, "ema_decay": 0.99, "selection": "gmm"},
+    {"method": "lacol_semi", "pseudo_threshold": 0.5, "ema_decay": 0.99, "sc_grad": "through"},
+    {"method": "lacol_semi", "warmup_epochs": 1, "warmup_penalty": 0.1},
 ]
 
 
@@ -157,7 +163,11 @@ def step(rec, settings=None) -> dict:
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         n = 64
         method = build_method(LossConfig(**{"warmup_epochs": 0, **setting}), 10, seed=0, device=CUDA,
-                        clean=torch.randint(0, 10, (n,), device=CUDA))
+                              clean=torch.randint(0, 10, (n,), device=CUDA), num_samples=n)
+        with rec.setup():
+            method.attach(model)  # the teacher's copy of the weights: setup, as the trainer makes it once
+        if setting.get("selection") == "gmm":  # the eval pass's result (host work once per epoch) on the device
+            method.train_mask = torch.arange(n, device=CUDA) % 3 > 0
         evidence = Evidence(n, 0, 2, CUDA)
         views = [torch.randn(32, 3, 28, 28, device=CUDA, dtype=torch.bfloat16)
                  .contiguous(memory_format=torch.channels_last) for _ in range(3)]
@@ -173,6 +183,7 @@ def step(rec, settings=None) -> dict:
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+            method.after_step(model)
             assert out.loss.device == CUDA
         done += 1
     return {"settings": done}
@@ -180,7 +191,8 @@ def step(rec, settings=None) -> dict:
 
 SCENARIOS = {"views": views, "loaders_memory": loaders_memory, "loaders_files": loaders_files,
              "loaders_ffcv": loaders_ffcv, "step": step,
-             "step_lacol": lambda rec: step(rec, STEP_SETTINGS[3:4])}  # one LaCoL step, fused kernels
+             "step_lacol": lambda rec: step(rec, STEP_SETTINGS[3:4]),  # one LaCoL step, fused kernels
+             "step_semi": lambda rec: step(rec, STEP_SETTINGS[9:10])}  # lacol_semi's teacher and pseudo-labels
 
 
 # ------------------------------------------------------------------------------- planted defects
@@ -238,5 +250,18 @@ def _plant_generator(mp):
     mp(Method, "__init__", cpu_gen)
 
 
+def _plant_teacher_sync(mp):
+    """The EMA teacher's step counter kept on the device: reading it for the decay ramp syncs."""
+    from lacol.methods.parts import EmaTeacher
+
+    init = EmaTeacher.__init__
+
+    def on_device(self, model, decay):
+        init(self, model, decay)
+        self.steps = self.steps.to(CUDA)
+
+    mp(EmaTeacher, "__init__", on_device)
+
+
 PLANTS = {"pageable": _plant_pageable, "blocking": _plant_blocking, "sync": _plant_sync, "mix": _plant_mix,
-          "generator": _plant_generator}
+          "generator": _plant_generator, "teacher_sync": _plant_teacher_sync}
