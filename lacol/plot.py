@@ -13,8 +13,6 @@ import yaml
 
 from .methods.registry import METHODS, TERM_NAMES
 
-COLOURS = {"lacol_semi": "tab:green", "lacol": "tab:red", "selection": "tab:orange", "ce_strong": "tab:blue",
-           "ce": "tab:gray"}
 STYLES = ("-", "--", ":", "-.")
 TERMS = {**TERM_NAMES, "ce": "CE on the weak view"}
 
@@ -69,7 +67,7 @@ def plot(runs: list[str | Path], out: str | Path, title: str | None = None) -> P
     for ax, (key, label, scale) in zip(axes.flat, panels):
         for path, cfg, hist in loaded:
             method, seed = cfg["loss"]["method"], cfg["train"]["seed"]
-            style = dict(color=COLOURS.get(method, "black"), linestyle=STYLES[seeds.index(seed) % len(STYLES)])
+            style = dict(color=getattr(METHODS.get(method), "colour", "black"), linestyle=STYLES[seeds.index(seed) % len(STYLES)])
             name = f"{method} s{seed}"
             if key == "loss":
                 for j, (term, tname) in enumerate(TERMS.items()):

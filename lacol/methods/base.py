@@ -8,6 +8,7 @@ and ``tools/sweep.py`` read instead of fixed lists:
 - ``terms``: the loss terms its steps report after warm-up (keys of ``StepOutput.terms``);
 - ``selects``: whether it chooses samples (selection precision and recall mean something);
 - ``uses_warmup``: whether ``loss.warmup_epochs`` of CE on the weak view come first;
+- ``colour``: its line colour in ``lacol plot``;
 - ``defaults``: ``section.key`` settings applied whenever it runs (before the recipe's
   ``methods.<name>`` block and the command line's overrides);
 - ``num_views(epoch)``: the views a step of that epoch needs.
@@ -40,6 +41,8 @@ class Method:
     selects: ClassVar[bool] = False
     uses_warmup: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
+    colour: ClassVar[str] = "black"
+    """Its line colour in ``lacol plot``."""
 
     def __init__(self, cfg: LossConfig, num_classes: int, dist: Dist | None = None, *, seed: int = 0,
                  device="cpu", clean: torch.Tensor | None = None, deterministic: bool = False,

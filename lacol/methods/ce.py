@@ -8,6 +8,7 @@ from .registry import register
 @register
 class CE(Method):
     name = "ce"
+    colour = "tab:gray"
     terms = ("ce",)
     uses_warmup = False
 

@@ -13,6 +13,7 @@ from .registry import register
 @register
 class CEStrong(Method):
     name = "ce_strong"
+    colour = "tab:blue"
     terms = ("ls",)
 
     def num_views(self, epoch: int) -> int:

@@ -12,6 +12,7 @@ from .registry import register
 @register
 class LaCoL(SelectingMethod):
     name = "lacol"
+    colour = "tab:red"
     terms = ("ls", "pl", "ms", "sc")
     metric = True
 

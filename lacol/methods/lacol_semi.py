@@ -11,4 +11,5 @@ from .registry import register
 @register
 class LaCoLSemi(LaCoL):
     name = "lacol_semi"
+    colour = "tab:green"
     defaults = {"loss.pseudo_threshold": 0.95, "loss.ema_decay": 0.99}

@@ -8,4 +8,5 @@ from .registry import register
 @register
 class Selection(SelectingMethod):
     name = "selection"
+    colour = "tab:orange"
     terms = ("ls", "pl")
