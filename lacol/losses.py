@@ -1,5 +1,5 @@
-"""LaCoL's losses (the eager reference), the step's output and the collectives the methods use
-(``lacol/methods/``: the method objects the trainer calls).
+"""LaCoL's losses (the eager reference) and the step's output, which the methods
+(``lacol/methods/``) compute and the trainer reads; their collectives are in ``lacol/dist.py``.
 
 Notation as in DESIGN.md (the team's reading of the paper, kept in ../shared beside the repository): p_w weak-view probabilities, z_w / z_s / z_s2 L2-normalised embeddings
 of the weak and the two strong views, y the noisy labels.

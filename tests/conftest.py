@@ -88,3 +88,16 @@ def check_batch(b, split, size, channels):
         assert v.min() >= lo - 1e-4 and v.max() <= hi + 1e-4
     assert b.label.dtype == torch.int64 and b.index.dtype == torch.int64
     assert (b.label.numpy() == split.labels[b.index.numpy()]).all()
+
+
+def stopped_copy(whole, split, last_step: int) -> None:
+    """``split``: a copy of the finished run ``whole`` as if it had stopped after checkpoint
+    ``last_step`` (later checkpoints and the end's files removed), ready for ``--resume``."""
+    import shutil
+
+    shutil.copytree(whole, split)
+    for p in (split / "checkpoints").glob("step_*"):
+        if int(p.name.split("_")[1]) > last_step:
+            shutil.rmtree(p)
+    for f in ("model.safetensors", "best.safetensors", "summary.json"):
+        (split / f).unlink(missing_ok=True)

@@ -3,7 +3,6 @@ update, the eval-pass selection on a toy set, L_SC's gradient through the weak p
 the warm-up penalty, per-method recipe blocks, a method added in one place, and exact resume with
 a teacher."""
 import json
-import shutil
 import textwrap
 
 import numpy as np
@@ -20,7 +19,7 @@ from lacol.models import build_model
 from lacol.train import train
 from pipelines.batch import ViewBatch
 
-RECIPE = "configs/fashion_mnist.yaml"
+from conftest import RECIPE, stopped_copy  # noqa: E402
 
 SMALL = ["data.train_subset=1024", "data.val_size=256", "data.batch_size=64", "data.noise=symmetric",
          "data.noise_rate=0.4", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false"]
@@ -236,12 +235,7 @@ def test_resume_with_a_teacher_and_the_eval_pass_is_exact(tmp_path):
     common = [*SMALL, "optim.epochs=3", "loss.method=lacol_semi", "loss.selection=gmm", "loss.pseudo_threshold=0.5",
               "loss.ema_eval=true", "train.checkpoint_every=6", "train.keep_checkpoints=100", f"train.out_dir={tmp_path}"]
     train(load_config(RECIPE, [*common, "train.name=whole"]))
-    shutil.copytree(tmp_path / "whole", tmp_path / "split")
-    for p in (tmp_path / "split" / "checkpoints").glob("step_*"):
-        if int(p.name.split("_")[1]) > 40:  # epoch 2 is steps 33..48: resume from step 36
-            shutil.rmtree(p)
-    for f in ("model.safetensors", "best.safetensors", "summary.json"):
-        (tmp_path / "split" / f).unlink(missing_ok=True)
+    stopped_copy(tmp_path / "whole", tmp_path / "split", 40)  # epoch 2 is steps 33..48: resume from step 36
     train(load_config(RECIPE, [*common, "train.name=split"]), resume=True)
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "model.safetensors"))

@@ -19,7 +19,7 @@ from lacol.config import ConfigError, load_config
 
 from lacol.train import train
 
-from conftest import RECIPE, TRAIN_SMALL as SMALL  # noqa: E402
+from conftest import RECIPE, TRAIN_SMALL as SMALL, stopped_copy  # noqa: E402
 
 
 
@@ -188,19 +188,12 @@ def test_grad_accum_windows_close_at_epoch_ends_and_resume_exactly(tmp_path):
     """optim.grad_accum=3 over 32 batches an epoch: windows of 3 from each epoch's first batch,
     the last cut to 2, checkpoints at window ends only. Resuming from a mid-epoch checkpoint
     ends with the uninterrupted run's weights (nothing was pending when it was written)."""
-    import shutil
-
     common = [*SMALL, "optim.epochs=2", "optim.grad_accum=3", "train.checkpoint_every=10",
               "train.keep_checkpoints=100", f"train.out_dir={tmp_path}"]
     train(load_config(RECIPE, [*common, "train.name=whole"]))
     steps = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "whole" / "checkpoints").glob("step_*"))
     assert steps == [12, 21, 30, 32, 41, 50, 62, 64]  # window ends (3, 6, .., 30, 32; then 35, .., 62, 64)
-    shutil.copytree(tmp_path / "whole", tmp_path / "split")
-    for p in (tmp_path / "split" / "checkpoints").glob("step_*"):
-        if int(p.name.split("_")[1]) > 41:
-            shutil.rmtree(p)
-    for f in ("model.safetensors", "best.safetensors", "summary.json"):
-        (tmp_path / "split" / f).unlink(missing_ok=True)
+    stopped_copy(tmp_path / "whole", tmp_path / "split", 41)
     train(load_config(RECIPE, [*common, "train.name=split"]), resume=True)
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "model.safetensors"))
