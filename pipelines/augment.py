@@ -103,35 +103,51 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return y.div_(65536).floor_()
 
 
-def autocontrast(x: torch.Tensor, v=None) -> torch.Tensor:
-    """ImageOps.autocontrast (cutoff 0) per channel; a constant channel is left as it is."""
+def _autocontrast_map(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageOps.autocontrast's (cutoff 0) per-sample, per-channel map ``int(p * scale + offset)``
+    as float64 (n, c) scale and offset; a constant channel maps to itself."""
     n, h, w, c = x.shape
     lo, hi = torch.aminmax(x.view(n, h * w, c), dim=1)
     lo, hi = lo.double(), hi.double()
     flat = hi <= lo
-    # PIL's arithmetic, in float64: int(x * scale + offset), offset = -lo * scale.
-    # A true division: torch evaluates `255.0 / tensor` as a reciprocal times 255, which is off
-    # in the last bit and flips int() at exact integers.
+    # PIL's arithmetic, in float64: offset = -lo * scale. A true division: torch evaluates
+    # `255.0 / tensor` as a reciprocal times 255, which is off in the last bit and flips int()
+    # at exact integers.
     scale = torch.where(flat, 1.0, torch.full_like(hi, 255.0) / (hi - lo).clamp_(min=1))
-    offset = torch.where(flat, 0.0, -lo * scale)
+    return scale, torch.where(flat, 0.0, -lo * scale)
+
+
+def autocontrast(x: torch.Tensor, v=None) -> torch.Tensor:
+    """ImageOps.autocontrast (cutoff 0) per channel; a constant channel is left as it is."""
+    n, _, _, c = x.shape
+    scale, offset = _autocontrast_map(x)
     out = x.double().mul_(scale.view(n, 1, 1, c)).add_(offset.view(n, 1, 1, c))
     return out.floor_().clamp_(0, 255).to(torch.uint8)
 
 
-def equalize(x: torch.Tensor, v=None) -> torch.Tensor:
-    """ImageOps.equalize per channel, with a batched histogram."""
+def _equalize_lut(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageOps.equalize's per-sample, per-channel table (n * c, 256) (int64), and the index of
+    each pixel of ``x`` into its flattened rows. Histograms by ``index_add_``: no bincount (a
+    host sync on a GPU)."""
     n, _, _, c = x.shape
-    idx = x.long() + (torch.arange(n * c, device=x.device) * 256).view(n, 1, 1, c)
-    hist = torch.bincount(idx.reshape(-1), minlength=n * c * 256).view(n * c, 256)
+    dev = x.device
+    idx = x.long() + (torch.arange(n * c, device=dev) * 256).view(n, 1, 1, c)
+    hist = torch.zeros(n * c * 256, dtype=torch.long, device=dev)
+    hist.index_add_(0, idx.view(-1), torch.ones((), dtype=torch.long, device=dev).expand(idx.numel()))
+    hist = hist.view(n * c, 256)
     nonzero = hist > 0
     last = 255 - nonzero.flip(1).int().argmax(1)
     step = (hist.sum(1) - hist.gather(1, last[:, None]).squeeze(1)) // 255
     cum = torch.cumsum(hist, 1) - hist
     lut = ((step // 2)[:, None] + cum) // step.clamp(min=1)[:, None]
-    ident = torch.arange(256, device=x.device).expand_as(lut)
     keep = (step == 0) | (nonzero.sum(1) <= 1)
-    lut = torch.where(keep[:, None], ident, lut.clamp(max=255)).to(torch.uint8)
-    return lut.reshape(-1).index_select(0, idx.view(-1)).view(x.shape)
+    return torch.where(keep[:, None], torch.arange(256, device=dev).expand_as(lut), lut.clamp(max=255)), idx
+
+
+def equalize(x: torch.Tensor, v=None) -> torch.Tensor:
+    """ImageOps.equalize per channel, with a batched histogram."""
+    lut, idx = _equalize_lut(x)
+    return lut.to(torch.uint8).reshape(-1).index_select(0, idx.view(-1)).view(x.shape)
 
 
 def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -425,23 +441,9 @@ def _point_luts(x: torch.Tensor, v: torch.Tensor) -> dict[str, torch.Tensor]:
     dev = x.device
     ar = torch.arange(256, device=dev)
     luts = {}
-    lo, hi = torch.aminmax(x.view(n, h * w, c), dim=1)
-    lo, hi = lo.double(), hi.double()
-    flat = hi <= lo
-    scale = torch.where(flat, 1.0, torch.full_like(hi, 255.0) / (hi - lo).clamp_(min=1))
-    offset = torch.where(flat, 0.0, -lo * scale)
+    scale, offset = _autocontrast_map(x)
     luts["autocontrast"] = (ar.double() * scale[..., None] + offset[..., None]).floor_().clamp_(0, 255)
-    idx = x.long() + (torch.arange(n * c, device=dev) * 256).view(n, 1, 1, c)
-    hist = torch.zeros(n * c * 256, dtype=torch.long, device=dev)
-    hist.index_add_(0, idx.view(-1), torch.ones((), dtype=torch.long, device=dev).expand(idx.numel()))
-    hist = hist.view(n * c, 256)  # counts by index_add_: no bincount (a host sync on a GPU)
-    nonzero = hist > 0
-    last = 255 - nonzero.flip(1).int().argmax(1)
-    step = (hist.sum(1) - hist.gather(1, last[:, None]).squeeze(1)) // 255
-    cum = torch.cumsum(hist, 1) - hist
-    eq = ((step // 2)[:, None] + cum) // step.clamp(min=1)[:, None]
-    keep = (step == 0) | (nonzero.sum(1) <= 1)
-    luts["equalize"] = torch.where(keep[:, None], ar.expand_as(eq), eq.clamp(max=255)).view(n, c, 256)
+    luts["equalize"] = _equalize_lut(x)[0].view(n, c, 256)
     t = v.ceil().clamp(0, 255).to(torch.uint8).view(n, 1, 1)
     a8 = ar.to(torch.uint8).view(1, 1, 256)
     luts["solarize"] = (a8 ^ (a8 >= t).to(torch.uint8).mul_(255)).expand(n, c, 256)
