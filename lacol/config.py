@@ -11,103 +11,14 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from pipelines.noise import KINDS as NOISE_KINDS
-from pipelines.build import BACKENDS
-from pipelines.sources import DATASETS
-from pipelines.views import NUM_BINS, OPS
+from pipelines.data_config import ConfigError, DaliOptions, DataConfig, FfcvOptions, choice  # noqa: F401 (re-exported)
 
 from .methods.registry import METHODS  # filled as lacol imports lacol.methods
 from .models import ENCODERS
 from .text import first_line  # noqa: F401  (re-exported: the readers of run folders use it)
 
 
-class ConfigError(ValueError):
-    """A config key or value is wrong; the message names the key and what is allowed."""
-
-
-def _choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r}: allowed values are {', '.join(map(repr, allowed))}")
-
-
-@dataclass
-class DataConfig:
-    dataset: str = "fashion_mnist"
-    """fashion_mnist | cifar10 | cifar100 | clothing1m | folder (root/train/<class>/<image>, README
-    "Your own data") | list (root/train.csv of path,label[,clean_label])."""
-    root: str | None = None
-    """Dataset folder; None means the dataset's default place (see README, Data)."""
-    backend: str = "torch"
-    """Loaders: torch (the reference) | ffcv (reads ``ffcv_dir/{dataset}_{split}.beton``, made by
-    ``lacol-convert DATASET --to ffcv``) | dali (GPU decode and views; CPU mode without a GPU)."""
-    ffcv_dir: str = "data/ffcv"
-    """backend=ffcv: the folder of the .beton files."""
-    ffcv_order: str = "quasi_random"
-    """backend=ffcv, training order: quasi_random (FFCV's page-aware order, sharded by us) | random
-    (the reference backend's order and batches)."""
-    os_cache: bool = True
-    """backend=ffcv: read through the OS page cache (True) or FFCV's own process cache (False,
-    with quasi_random for datasets larger than RAM)."""
-    dali_dir: str = "data/dali"
-    """backend=dali, file datasets: the folder of the checked file lists
-    (``lacol-convert clothing1m --to dali``)."""
-    dali_threads: int = 0
-    """backend=dali: CPU threads of each process's DALI graph; 0 = num_workers. On a 16-core host
-    with one GPU, 8-12 keeps the file reader and the host half of the decoder fed."""
-    dali_hw_decoder_load: float = 0.65
-    """backend=dali on a GPU: the share of JPEGs given to the A100/H100 hardware decoder (the
-    rest go to the CUDA decoder); DALI's default."""
-    noise: str = "instance"
-    """Synthetic label noise on the training labels: none | symmetric | symmetric_any (may keep the
-    true label, as DivideMix's code) | asymmetric | asymmetric_cdr (CDR's Fashion-MNIST map) |
-    instance | cifar-n:KEY. Clothing1M's labels are already noisy: use none."""
-    noise_rate: float = 0.4
-    """Fraction of training labels the synthetic noise changes (in [0, 1))."""
-    noise_seed: int = 0
-    """Seed of the noise draw (kept apart from train.seed, so seeds vary training, not labels)."""
-    cifar_n_file: str | None = None
-    """noise=cifar-n:KEY: the CIFAR-N release file (CIFAR-10_human.pt / CIFAR-100_human.pt)."""
-    label_file: str | None = None
-    """File datasets: a ``key label`` file (Clothing1M's format, e.g. ``lacol audit --relabel``'s
-    output) whose labels replace the training split's; every training key must be in it."""
-    train_subset: int = 0
-    """Train on a fixed random subset of N samples of the train split (the same for every seed
-    and noise draw); 0 = all."""
-    val_size: int = 0
-    """Hold out N samples of the (noisy) train split as a validation split, disjoint from the
-    training rows and fixed for every seed: its accuracy on the noisy labels (what a user has)
-    is measured every epoch and picks the best epoch (``best.safetensors``); test accuracy is
-    reported, never used to choose. Taken from the rows a ``train_subset`` leaves out when
-    there are enough. 0 = none. Clothing1M has its own clean validation split."""
-    cv_folds: int = 0
-    """Cross-validation (the label-audit benchmark's cleanlab arm): split the training rows into
-    this many fixed folds, train on all but fold ``cv_fold`` and, at the end, write the held-out
-    fold's predicted probabilities (``heldout_probs.npz``). 0 = off."""
-    cv_fold: int = 0
-    """The held-out fold, 0..cv_folds-1."""
-    batch_size: int = 128
-    """Per-process batch; an optimiser step sees batch_size x processes x grad_accum samples (the
-    losses' batch statistics span batch_size x processes: optim.grad_accum)."""
-    eval_batch_size: int = 512
-    """Per-process batch of evaluation."""
-    num_workers: int = 2
-    """Decoding workers (torch backend: DataLoader processes; ffcv/dali: threads)."""
-    image_size: int = 28
-    """Side of the training and evaluation views."""
-    decode_size: int = 256
-    """File datasets: images are decoded to this square (shorter side, centre kept)."""
-    pad: int = 4
-    """Zero padding before the random crop (pad-and-crop for 28/32 px data)."""
-    crop: str = "random"
-    """random | rrc (random-resized crop)."""
-    flip: bool = True
-    """Random horizontal flip in every training view."""
-    magnitude: int = 9
-    """RandAugment magnitude bin of the strong views, 0..30."""
-    num_ops: int = 2
-    """RandAugment ops drawn per strong view."""
-    cutout: float = 0.0
-    """Cutout side of the strong views, as a fraction of image_size."""
+_choice = choice
 
 
 @dataclass
@@ -129,6 +40,9 @@ class ModelConfig:
     """torch.compile the model."""
     sync_bn: bool = False
     """SyncBatchNorm across processes (GPUs only): batch statistics of the global batch."""
+    bn_stats: str = "weak"
+    """Running batch-norm statistics of the concatenated three-view forward: weak (tracked on
+    the weak third, the distribution evaluation sees) | mixed (all three views)."""
 
 
 @dataclass
@@ -192,9 +106,6 @@ class LossConfig:
     | any (any other sample of the batch, as in instance discrimination; a study arm)."""
     sc_similarity: str = "cosine"
     """Label-space similarity of L_SC: cosine (the paper) | dot (CoMatch)."""
-    bn_stats: str = "weak"
-    """Running batch-norm statistics of the concatenated three-view forward: weak (tracked on
-    the weak third, the distribution evaluation sees) | mixed (all three views)."""
     kernel: str = "torch"
     """L_MS / L_SC implementation: torch (the eager reference) | triton (the fused kernels of
     lacol/kernels/) | auto (triton on CUDA when it imports, else torch)."""
@@ -282,29 +193,10 @@ class Config:
 
     def validate(self) -> "Config":
         d, m, l, o, t = self.data, self.model, self.loss, self.optim, self.train
-        for section in dataclasses.fields(self):
-            for f in dataclasses.fields(getattr(self, section.name)):
-                v = getattr(getattr(self, section.name), f.name)
-                if isinstance(v, float) and not math.isfinite(v):
-                    raise ConfigError(f"{section.name}.{f.name}={v}: must be a finite number")
-        _choice("data.dataset", d.dataset, tuple(DATASETS))
-        info = DATASETS[d.dataset]
-        _choice("data.backend", d.backend, tuple(BACKENDS))
-        _choice("data.ffcv_order", d.ffcv_order, ("quasi_random", "random"))
-        kinds = ("none", *(k for k in NOISE_KINDS if k != "cifar-n"))
-        if d.noise not in kinds and not d.noise.startswith("cifar-n"):
-            _choice("data.noise", d.noise, (*kinds, "cifar-n:KEY"))
-        if d.noise != "none" and not d.noise.startswith("cifar-n") and not 0 <= d.noise_rate < 1:
-            raise ConfigError(f"data.noise_rate={d.noise_rate}: must be in [0, 1)")
-        if d.cv_folds and not 0 <= d.cv_fold < d.cv_folds or d.cv_folds == 1 or d.cv_folds < 0:
-            raise ConfigError(f"data.cv_folds={d.cv_folds}, data.cv_fold={d.cv_fold}: folds >= 2 (or 0, off) and "
-                              f"the held-out fold in 0..cv_folds-1")
-        if d.val_size and info.own_validation:
-            raise ConfigError(f"data.val_size: {d.dataset} has its own clean validation split (used already); "
-                              f"set data.val_size=0")
-        if info.already_noisy and d.noise != "none":
-            raise ConfigError(f"data.noise: {d.dataset}'s labels are already noisy; set data.noise=none")
-        _choice("data.crop", d.crop, ("random", "rrc"))
+        for key, v in flat(self.to_dict()).items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{key}={v}: must be a finite number")
+        d.validate()
         _choice("model.arch", m.arch, tuple(ENCODERS))
         _choice("loss.method", l.method, tuple(METHODS))
         _choice("loss.class_weight", l.class_weight, ("paper", "paper_mean1", "balanced", "none"))
@@ -325,21 +217,20 @@ class Config:
         _choice("loss.sc_similarity", l.sc_similarity, ("cosine", "dot"))
         _choice("loss.negatives", l.negatives, ("other_label", "any"))
         _choice("model.embed_from", m.embed_from, ("features", "logits"))
-        _choice("loss.bn_stats", l.bn_stats, ("weak", "mixed", "per_view"))
+        _choice("model.bn_stats", m.bn_stats, ("weak", "mixed", "per_view"))
         _choice("loss.kernel", l.kernel, ("torch", "triton", "auto"))
         _choice("optim.schedule", o.schedule, ("cosine", "multistep"))
         _choice("train.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16", None))
-        for key, v in (("data.batch_size", d.batch_size), ("optim.epochs", o.epochs),
+        for key, v in (("optim.epochs", o.epochs),
                        ("optim.grad_accum", o.grad_accum), ("loss.num_negatives", l.num_negatives),
-                       ("train.log_every", t.log_every), ("data.eval_batch_size", d.eval_batch_size),
-                       ("data.image_size", d.image_size), ("data.decode_size", d.decode_size),
+                       ("train.log_every", t.log_every),
                        ("model.width", m.width), ("model.embed_dim", m.embed_dim),
                        ("train.keep_checkpoints", t.keep_checkpoints)):
             if v < 1:
                 raise ConfigError(f"{key}={v}: must be >= 1")
-        for key, v in (("data.num_workers", d.num_workers), ("train.threads", t.threads),
+        for key, v in (("train.threads", t.threads),
                        ("train.checkpoint_every", t.checkpoint_every), ("train.stop_after", t.stop_after),
-                       ("data.train_subset", d.train_subset), ("data.val_size", d.val_size), ("data.pad", d.pad), ("optim.lr", o.lr),
+                       ("optim.lr", o.lr),
                        ("optim.momentum", o.momentum), ("optim.weight_decay", o.weight_decay),
                        ("optim.warmup_lr_epochs", o.warmup_lr_epochs), ("loss.lambda_ms", l.lambda_ms),
                        ("loss.lambda_sc", l.lambda_sc), ("loss.lambda_pl", l.lambda_pl),
@@ -353,10 +244,6 @@ class Config:
             raise ConfigError(f"loss.warmup_epochs={l.warmup_epochs}: must be in 0..optim.epochs ({o.epochs})")
         if any(not 0 < e < o.epochs for e in o.milestones):
             raise ConfigError(f"optim.milestones={o.milestones}: each must be in 1..{o.epochs - 1}")
-        if not 0 <= d.dali_hw_decoder_load <= 1:
-            raise ConfigError(f"data.dali_hw_decoder_load={d.dali_hw_decoder_load}: must be in [0, 1]")
-        if d.dali_threads < 0:
-            raise ConfigError(f"data.dali_threads={d.dali_threads}: must be >= 0 (0: data.num_workers)")
         if not 0 <= l.class_floor <= 1:
             raise ConfigError(f"loss.class_floor={l.class_floor}: must be in [0, 1]")
         if l.tau < 1e-3:  # exp(<z, z'>/tau) of unit vectors overflows fp32 well before 1e-3
@@ -371,18 +258,11 @@ class Config:
             raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
         if o.gamma <= 0:
             raise ConfigError(f"optim.gamma={o.gamma}: must be > 0 (the lr is multiplied by it at each milestone)")
-        if not 0 <= d.cutout <= 1:
-            raise ConfigError(f"data.cutout={d.cutout}: a fraction of the image side, in [0, 1]")
-        if not 0 <= d.magnitude < NUM_BINS:
-            raise ConfigError(f"data.magnitude={d.magnitude}: a RandAugment bin, 0..{NUM_BINS - 1}")
-        if not 0 <= d.num_ops <= len(OPS):
-            raise ConfigError(f"data.num_ops={d.num_ops}: 0..{len(OPS)} RandAugment ops per view")
-        for key, v in (("train.seed", t.seed), ("data.noise_seed", d.noise_seed)):
-            if v < 0:
-                raise ConfigError(f"{key}={v}: seeds are >= 0")
-        if m.sync_bn and l.bn_stats != "mixed":
-            raise ConfigError(f"model.sync_bn=true with loss.bn_stats={l.bn_stats}: SyncBatchNorm normalises and "
-                              f"tracks all three views together; set loss.bn_stats=mixed (or model.sync_bn=false)")
+        if t.seed < 0:
+            raise ConfigError(f"train.seed={t.seed}: seeds are >= 0")
+        if m.sync_bn and m.bn_stats != "mixed":
+            raise ConfigError(f"model.sync_bn=true with model.bn_stats={m.bn_stats}: SyncBatchNorm normalises and "
+                              f"tracks all three views together; set model.bn_stats=mixed (or model.sync_bn=false)")
         if l.kernel == "triton" and importlib.util.find_spec("triton") is None:
             raise ConfigError("loss.kernel=triton needs Triton: pip install -e '.[triton]' (or loss.kernel=auto)")
         for name in t.trackers:
@@ -391,9 +271,6 @@ class Config:
             if importlib.util.find_spec(TRACKERS[name]) is None:
                 raise ConfigError(f"train.trackers={name} needs the {TRACKERS[name]} package: pip install "
                                   f"{TRACKERS[name]} (or pip install -e '.[trackers]')")
-        if d.label_file is not None and d.noise != "none":
-            raise ConfigError(f"data.label_file replaces the training labels and data.noise={d.noise} would draw "
-                              f"noise over them: set data.noise=none")
         return self
 
     @property
@@ -468,23 +345,62 @@ TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", 
 """``train.trackers`` values (Accelerate's ``log_with`` names) and the package each needs."""
 
 MERGED = {"loss.deterministic": "train.deterministic"}
-"""Keys of earlier versions and the key that now holds them."""
+"""Keys of earlier versions merged into another key (an old run's default is not carried)."""
+
+MOVED = {"data.ffcv_dir": "data.ffcv.dir", "data.ffcv_order": "data.ffcv.order", "data.os_cache": "data.ffcv.os_cache",
+         "data.dali_dir": "data.dali.dir", "data.dali_threads": "data.dali.threads",
+         "data.dali_hw_decoder_load": "data.dali.hw_decoder_load", "loss.bn_stats": "model.bn_stats"}
+"""Keys of earlier versions and the key that now holds the same setting (an old run folder's
+value is carried over)."""
+
+
+def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict (``Config.to_dict``) as ``{"section.key": value}``, sub-sections
+    as ``section.sub.key``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _set(cfg: Config, key: str, value, from_text: bool) -> None:
-    if key in MERGED:
-        raise ConfigError(f"{key} was merged into {MERGED[key]}: set that instead")
+    """Set ``section.key`` (or ``section.sub.key``) from a recipe's value or a command line's text;
+    a mapping for a sub-section sets each of its keys."""
+    if key in MERGED or key in MOVED:
+        raise ConfigError(f"{key} {'was merged into' if key in MERGED else 'is now'} "
+                          f"{MERGED.get(key) or MOVED[key]}: set that instead")
     section, _, name = key.partition(".")
     sections = _sections()
     if section not in sections or not name:
         raise ConfigError(f"unknown config key {key!r}: keys look like SECTION.NAME with SECTION one of "
                           f"{', '.join(sections)}")
-    sec = getattr(cfg, section)
-    hints = get_type_hints(type(sec))
+    obj, where = getattr(cfg, section), section
+    *subs, name = name.split(".")
+    for sub in subs:
+        if not dataclasses.is_dataclass(getattr(obj, sub, None)):
+            raise ConfigError(f"unknown config key {key!r}: {where} has no sub-section {sub!r}"
+                              f"{_subsections_named(obj)}")
+        obj, where = getattr(obj, sub), f"{where}.{sub}"
+    hints = get_type_hints(type(obj))
     if name not in hints:
-        raise ConfigError(f"unknown config key {key!r}: {section} has {', '.join(hints)}")
+        raise ConfigError(f"unknown config key {key!r}: {where} has {', '.join(hints)}")
+    if dataclasses.is_dataclass(getattr(obj, name)):
+        if from_text or not isinstance(value, dict):
+            raise ConfigError(f"{key} is a sub-section: set its keys ({key}.KEY=value; in a recipe, a mapping "
+                              f"under {name}:) -- it has {', '.join(get_type_hints(type(getattr(obj, name))))}")
+        for k, v in value.items():
+            _set(cfg, f"{key}.{k}", v, from_text=False)
+        return
     hint = hints[name]
-    setattr(sec, name, _coerce(key, value, hint) if from_text else _check_type(key, value, hint))
+    setattr(obj, name, _coerce(key, value, hint) if from_text else _check_type(key, value, hint))
+
+
+def _subsections_named(obj) -> str:
+    subs = [f.name for f in dataclasses.fields(obj) if dataclasses.is_dataclass(getattr(obj, f.name))]
+    return f" (its sub-sections: {', '.join(subs)})" if subs else ""
 
 
 def _method_settings(cfg: Config, blocks: dict, overrides) -> None:
@@ -547,17 +463,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 NEUTRAL = {"train.progress", "train.log_every", "train.threads", "train.out_dir", "train.name", "train.checkpoint_every",
-           "train.keep_checkpoints", "train.stop_after", "train.trackers", "data.num_workers", "data.dali_threads",
-           "data.eval_batch_size", "data.ffcv_dir", "data.dali_dir"}
+           "train.keep_checkpoints", "train.stop_after", "train.trackers", "data.num_workers", "data.dali.threads",
+           "data.eval_batch_size", "data.ffcv.dir", "data.dali.dir"}
 """Keys that cannot change what a run computes (progress, logging, threads, workers, where its
 files go): the only ones that may differ when a run folder is continued or reused."""
 
 
 def config_diff(stored: Config, asked: Config) -> list[tuple[str, Any, Any]]:
     """(key, stored value, asked value) of every key outside ``NEUTRAL`` that differs."""
-    a, b = stored.to_dict(), asked.to_dict()
-    return [(f"{s}.{k}", a[s][k], b[s][k]) for s in a for k in a[s]
-            if f"{s}.{k}" not in NEUTRAL and a[s][k] != b[s][k]]
+    a, b = flat(stored.to_dict()), flat(asked.to_dict())
+    return [(k, a[k], b[k]) for k in a if k not in NEUTRAL and a[k] != b[k]]
 
 
 def same_experiment(run: str | Path, asked: Config) -> None:
@@ -597,12 +512,10 @@ def read_run_config(run: str | Path) -> Config:
 
 
 def config_from_dict(d: dict) -> Config:
-    """A saved run's config.yaml (keys merged since are carried over to their new place)."""
+    """A saved run's config.yaml (keys merged or moved since are carried over to their new place)."""
     cfg = Config()
-    for section, values in d.items():
-        for k, v in values.items():
-            key = MERGED.get(f"{section}.{k}", f"{section}.{k}")
-            if key != f"{section}.{k}" and not v:
-                continue  # an old default: nothing to carry
-            _set(cfg, key, v, from_text=False)
+    for old, v in flat(d).items():
+        if old in MERGED and not v:
+            continue  # an old default: nothing to carry
+        _set(cfg, MERGED.get(old) or MOVED.get(old, old), v, from_text=False)
     return cfg.validate()

@@ -56,11 +56,15 @@ class ViewBatchNorm2d(nn.BatchNorm2d):
         self.num_batches_tracked += 1
 
 
-def set_views(model: nn.Module, mode: str, rows: int | None) -> None:
-    """Tell every ViewBatchNorm2d how the next forward's batch is made (rows per view)."""
+def set_views(model: nn.Module, rows: int | None, mode: str | None = None) -> None:
+    """Tell every ViewBatchNorm2d how the next forward's batch is made (rows per view, None: one
+    plain batch); ``mode`` also sets how the statistics are kept (``model.bn_stats``; the model
+    is built with it)."""
     for m in model.modules():
         if isinstance(m, ViewBatchNorm2d):
-            m.mode, m.views_rows = mode, rows
+            m.views_rows = rows
+            if mode is not None:
+                m.mode = mode
 
 
 Norm = ViewBatchNorm2d
@@ -219,11 +223,15 @@ class Network(nn.Module):
 
 
 def build_model(arch: str, num_classes: int, in_channels: int, width: int = 16, embed_dim: int = 128,
-                pretrained: str | None = None, embed_from: str = "features") -> Network:
+                pretrained: str | None = None, embed_from: str = "features", bn_stats: str = "weak") -> Network:
+    """The network of ``model.*``; its batch norms keep running statistics as ``bn_stats`` says
+    (``ViewBatchNorm2d``: weak | mixed | per_view)."""
     encoder = build_encoder(arch, num_classes, in_channels, width)
     if pretrained:
         load_encoder_weights(encoder, pretrained)
-    return Network(encoder, embed_dim, embed_from)
+    net = Network(encoder, embed_dim, embed_from)
+    set_views(net, None, bn_stats)
+    return net
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:

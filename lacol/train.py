@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.build import cv_split, eval_splits, make_loader, train_and_val, train_views
+from pipelines.build import cv_split, eval_splits, make_loader, train_and_val
 from pipelines.fileio import atomic_npz
 from pipelines.sources import dataset_info
 
@@ -129,7 +129,7 @@ class Trainer:
         strong = any(self.method.num_views(e) > 1 for e in range(o.epochs))
         # views in the dtype the model computes in: bf16 under bf16 on a GPU (the CPU engine is fp32)
         dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" and device.type == "cuda" else torch.float32
-        self.loader = make_loader(d, self.split, train_views(d, strong), rank=rank, world=world, device=device,
+        self.loader = make_loader(d, self.split, d.views(strong), rank=rank, world=world, device=device,
                                   seed=cfg.train.seed, dtype=dtype)
         if len(self.loader) == 0:
             raise ConfigError(f"data.batch_size={d.batch_size} x {world} processes exceeds the "
@@ -167,7 +167,7 @@ class Trainer:
     def _model_and_optimizer(self, world: int, device):
         m, o = self.cfg.model, self.cfg.optim
         model = build_model(m.arch, self.split.num_classes, self.split.channels, m.width, m.embed_dim, m.pretrained,
-                            m.embed_from)
+                            m.embed_from, m.bn_stats)
         if m.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,

@@ -2,8 +2,8 @@
 evaluation splits, and a loader of any backend from the data config (``{backend: builders}``).
 
 The trainer, ``lacol eval``/``predict`` and ``lacol-bench`` call ``make_loader``; none of them
-names a backend or a file format. ``d`` is a ``lacol.config.DataConfig`` (read by attribute:
-pipelines/ does not import lacol/)."""
+names a backend or a file format. ``d`` is a ``data_config.DataConfig`` (the data section of
+lacol's config)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -17,7 +17,8 @@ from .formats import beton_path, list_path, read_file_list, read_meta
 from .noise import NoisyLabels, make_noise
 from .sources import dataset_info, load_split
 from .sources.base import DatasetError, Split
-from .views import ViewSpec, lacol_views
+from .sharding import Shard
+from .views import ViewSpec
 
 
 def train_split(d, noise_file: Path | None = None) -> Split:
@@ -112,13 +113,6 @@ def eval_splits(d) -> dict[str, Split]:
     return {name: load_split(d.dataset, name, d.root) for name in dataset_info(d.dataset).eval_for(d.root)}
 
 
-def train_views(d, strong: bool = True) -> tuple[ViewSpec, ...]:
-    """The three LaCoL views of the config (weak, strong, strong), or the weak view alone."""
-    views = lacol_views(d.image_size, pad=d.pad, magnitude=d.magnitude, num_ops=d.num_ops, crop=d.crop,
-                        flip=d.flip, cutout=d.cutout)
-    return views if strong else views[:1]
-
-
 def _split_name(split: Split) -> str:
     return split.name.split("/")[-1].split(":")[0]  # a held-out validation split reads its parent's files
 
@@ -132,45 +126,46 @@ def _dali_rows(d, split: Split) -> np.ndarray | None:
     listed = np.zeros(split.source_len, dtype=bool)
     # the list names rows of the full split; a subset keeps the rows it has
     full = load_split(d.dataset, name, d.root) if split.source_len != len(split) else split
-    listed[read_file_list(list_path(d.dali_dir, d.dataset, name), full)] = True
+    listed[read_file_list(list_path(d.dali.dir, d.dataset, name), full)] = True
     return np.flatnonzero(listed[split.source_index])
 
 
-def _torch(d, split, views, **kw):
+def _torch(d, split, views, shard):
     from .torch_loader import TorchEvalLoader, TorchLoader
 
+    kw = dict(num_workers=d.num_workers, decode_size=d.decode_size)
     if views is None:
-        return TorchEvalLoader(split, decode_size=d.decode_size, **kw)
-    return TorchLoader(split, views, decode_size=d.decode_size, **kw)
+        return TorchEvalLoader(split, shard, view_size=d.image_size, **kw)
+    return TorchLoader(split, views, shard, **kw)
 
 
-def _ffcv(d, split, views, **kw):
+def _ffcv(d, split, views, shard):
     from .ffcv_loader import FfcvEvalLoader, FfcvLoader
 
-    path = beton_path(d.ffcv_dir, d.dataset, _split_name(split))
+    path = beton_path(d.ffcv.dir, d.dataset, _split_name(split))
     stored = read_meta(path).get("image", {})
     if split.files is not None and stored.get("storage") == "jpeg" and stored["size"][0] != d.decode_size:
         # the views would be cut from another square than the other backends decode to
         raise DatasetError(f"{path} stores {stored['size'][0]} px squares but data.decode_size is {d.decode_size}: "
                            f"set data.decode_size={stored['size'][0]}, or convert again with --size {d.decode_size}")
+    kw = dict(num_workers=d.num_workers, os_cache=d.ffcv.os_cache)
     if views is None:
-        return FfcvEvalLoader(split, path, os_cache=d.os_cache, **kw)
-    return FfcvLoader(split, path, views, order=d.ffcv_order, os_cache=d.os_cache, **kw)
+        return FfcvEvalLoader(split, path, shard, view_size=d.image_size, **kw)
+    return FfcvLoader(split, path, views, shard, order=d.ffcv.order, **kw)
 
 
-def _dali(d, split, views, **kw):
+def _dali(d, split, views, shard):
     from .dali_loader import DaliEvalLoader, DaliLoader
 
-    if d.dali_threads:
-        kw["num_workers"] = d.dali_threads
+    kw = dict(num_workers=d.dali.threads or d.num_workers, decode_size=d.decode_size, rows=_dali_rows(d, split))
     if views is None:
-        return DaliEvalLoader(split, decode_size=d.decode_size, rows=_dali_rows(d, split), **kw)
-    return DaliLoader(split, views, decode_size=d.decode_size, rows=_dali_rows(d, split),
-                      hw_decoder_load=d.dali_hw_decoder_load, **kw)
+        return DaliEvalLoader(split, shard, view_size=d.image_size, **kw)
+    return DaliLoader(split, views, shard, hw_decoder_load=d.dali.hw_decoder_load, **kw)
 
 
 BACKENDS = {"torch": _torch, "ffcv": _ffcv, "dali": _dali}
-"""``data.backend`` -> builder(d, split, views or None for evaluation, **loader keywords)."""
+"""``data.backend`` -> builder(d, split, views or None for evaluation, shard: ``Shard``). Its own
+settings, if any, are a sub-section of the data section (``data_config.py``)."""
 
 
 def make_loader(d, split: Split, views: tuple[ViewSpec, ...] | None, *, rank: int = 0, world: int = 1,
@@ -179,9 +174,8 @@ def make_loader(d, split: Split, views: tuple[ViewSpec, ...] | None, *, rank: in
     ``d.batch_size``, views seeded from ``seed``, in ``dtype``: the training dtype), or, with
     ``views`` None, an evaluation loader (centre views of ``d.image_size``, batches of
     ``d.eval_batch_size``, fp32)."""
-    kw = dict(device=device, rank=rank, world=world, num_workers=d.num_workers)
     if views is None:
-        kw.update(view_size=d.image_size, batch_size=d.eval_batch_size)
+        shard = Shard(d.eval_batch_size, rank, world, device=device)
     else:
-        kw.update(batch_size=d.batch_size, seed=seed, dtype=dtype)
-    return BACKENDS[d.backend](d, split, views, **kw)
+        shard = Shard(d.batch_size, rank, world, seed, device, dtype)
+    return BACKENDS[d.backend](d, split, views, shard)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .batch import EpochPosition, EvalBatch
-from .sharding import num_batches, shard_indices, upload, view_batch, view_seed
+from .sharding import Shard, num_batches, upload, view_batch
 from .sources.base import DatasetError, Split
 from .views import ViewSpec, eval_view
 
@@ -268,30 +268,28 @@ class DaliLoader(EpochPosition):
     """Train loader: an iterable of ViewBatch for one rank, with ``__len__`` and ``set_epoch``.
     ``rows``: the split rows to read (a checked file list; None: all)."""
 
-    def __init__(self, split: Split, views: tuple[ViewSpec, ...], *, batch_size: int,
-                 device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
-                 num_workers: int = 2, decode_size: int = 256, rows: np.ndarray | None = None,
-                 drop_last: bool = True, dtype: torch.dtype = torch.float32, hw_decoder_load: float = 0.65):
-        self.epochs = _Epochs(split, views, batch_size=batch_size, device=device, num_workers=num_workers,
-                              decode_size=decode_size, rows=rows, hw_decoder_load=hw_decoder_load)
-        self.dtype = dtype
+    def __init__(self, split: Split, views: tuple[ViewSpec, ...], shard: Shard, *, num_workers: int = 2,
+                 decode_size: int = 256, rows: np.ndarray | None = None, drop_last: bool = True,
+                 hw_decoder_load: float = 0.65):
+        self.epochs = _Epochs(split, views, batch_size=shard.batch_size, device=shard.device,
+                              num_workers=num_workers, decode_size=decode_size, rows=rows,
+                              hw_decoder_load=hw_decoder_load)
+        self.shard, self.dtype = shard, shard.dtype
         self.labels = torch.from_numpy(split.labels)
         self.skipped = [] if rows is None else [str(split.files[i]) for i in np.setdiff1d(np.arange(len(split)), rows)]
-        self.batch_size, self.rank, self.world, self.seed, self.drop_last = batch_size, rank, world, seed, drop_last
+        self.batch_size, self.drop_last = shard.batch_size, drop_last
         self.set_epoch(0)
 
     def _order(self) -> np.ndarray:
         rows = self.epochs.rows
-        take = shard_indices(len(rows), self.rank, self.world, self.epoch, self.seed, shuffle=True,
-                             drop_last=self.drop_last, batch_size=self.batch_size)
-        return rows[take]
+        return rows[self.shard.indices(len(rows), self.epoch, shuffle=True, drop_last=self.drop_last)]
 
     def __len__(self) -> int:
         return num_batches(len(self._order()), self.batch_size)
 
     def __iter__(self):
         order = self._order()[self.start * self.batch_size:]
-        seed = view_seed(self.seed, self.epoch, self.rank) * 1_000_003 + self.start
+        seed = self.shard.view_seed(self.epoch) * 1_000_003 + self.start
         dev = self.epochs.device
         for views, rows in self.epochs.run(order, seed, self.num_views):
             views = [v.permute(0, 3, 1, 2).to(self.dtype) for v in views]  # channels_last kept
@@ -302,16 +300,13 @@ class DaliEvalLoader:
     """Eval loader: centre views as EvalBatch, sequential, sharded without dropping (padding
     repeats indices, which metrics deduplicate)."""
 
-    def __init__(self, split: Split, *, view_size: int, batch_size: int, device: str | torch.device = "cpu",
-                 rank: int = 0, world: int = 1, num_workers: int = 2, decode_size: int = 256,
+    def __init__(self, split: Split, shard: Shard, *, view_size: int, num_workers: int = 2, decode_size: int = 256,
                  rows: np.ndarray | None = None):
-        self.epochs = _Epochs(split, [eval_view(view_size)], batch_size=batch_size, device=device,
+        self.epochs = _Epochs(split, [eval_view(view_size)], batch_size=shard.batch_size, device=shard.device,
                               num_workers=num_workers, decode_size=decode_size, rows=rows)
         self.labels = torch.from_numpy(split.labels)
-        rows = self.epochs.rows
-        self.order = rows[shard_indices(len(rows), rank, world, 0, 0, shuffle=False, drop_last=False,
-                                        batch_size=batch_size)]
-        self.batch_size = batch_size
+        self.order = self.epochs.rows[shard.indices(len(self.epochs.rows), 0, shuffle=False, drop_last=False)]
+        self.batch_size = shard.batch_size
 
     def __len__(self) -> int:
         return num_batches(len(self.order), self.batch_size)

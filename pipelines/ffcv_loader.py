@@ -32,7 +32,7 @@ import torch
 from .augment import Augmenter
 from .batch import EpochPosition, EvalBatch
 from .formats import read_meta, verify_beton
-from .sharding import batch_seed, deal, num_batches, shard_indices, upload, view_batch, view_seed
+from .sharding import Shard, batch_seed, num_batches, upload, view_batch
 from .sources.base import DatasetError, Split
 from .views import ViewSpec, eval_view
 
@@ -172,19 +172,19 @@ class FfcvLoader(EpochPosition):
     drawn (a training step is done with its batch by then; ``.clone()`` to keep one longer;
     ``reuse=0`` allocates fresh tensors). On a GPU the torch engine makes them on the device."""
 
-    def __init__(self, split: Split, path: str | Path, views: tuple[ViewSpec, ...], *, batch_size: int,
-                 device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
-                 num_workers: int = 2, order: str = "quasi_random", os_cache: bool = True,
-                 drop_last: bool = True, reuse: int = 3, dtype: torch.dtype = torch.float32):
+    def __init__(self, split: Split, path: str | Path, views: tuple[ViewSpec, ...], shard: Shard, *,
+                 num_workers: int = 2, order: str = "quasi_random", os_cache: bool = True, drop_last: bool = True,
+                 reuse: int = 3):
         if order not in ORDERS:
             raise ValueError(f"order {order!r}: choose quasi_random or random")
-        self.device = torch.device(device)
+        self.shard, self.device = shard, torch.device(shard.device)
         self.labels = torch.from_numpy(split.labels)
-        self.augment = Augmenter(views, split.mean, split.std, engine="auto", out_dtype=dtype)
+        self.augment = Augmenter(views, split.mean, split.std, engine="auto", out_dtype=shard.dtype)
         self.alloc = _Ring(reuse) if reuse and self.device.type == "cpu" else torch.empty
-        self.source = _BetonSource(split, path, batch_size=batch_size, num_workers=num_workers, os_cache=os_cache)
+        self.source = _BetonSource(split, path, batch_size=shard.batch_size, num_workers=num_workers,
+                                   os_cache=os_cache)
         self.source.order_fn = self._positions
-        self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
+        self.batch_size, self.world = shard.batch_size, shard.world
         self.order, self.drop_last = order, drop_last
         self.set_epoch(0)
 
@@ -195,11 +195,8 @@ class FfcvLoader(EpochPosition):
     def _epoch_positions(self) -> np.ndarray:
         src = self.source
         if self.order == "random":
-            take = shard_indices(len(src.pos), self.rank, self.world, self.epoch, self.seed, shuffle=True,
-                                 drop_last=self.drop_last, batch_size=self.batch_size)
-            return src.pos[take]
-        return deal(src.quasi_random(self.epoch, self.seed), self.rank, self.world, drop_last=self.drop_last,
-                    batch_size=self.batch_size)
+            return src.pos[self.shard.indices(len(src.pos), self.epoch, shuffle=True, drop_last=self.drop_last)]
+        return self.shard.deal(src.quasi_random(self.epoch, self.shard.seed), drop_last=self.drop_last)
 
     def _positions(self) -> np.ndarray:
         return self._epoch_positions()[self.start * self.batch_size:]
@@ -211,7 +208,7 @@ class FfcvLoader(EpochPosition):
         return num_batches(num_batches(n, self.world), self.batch_size)
 
     def __iter__(self):
-        seed = view_seed(self.seed, self.epoch, self.rank)
+        seed = self.shard.view_seed(self.epoch)
         row_of_source = torch.from_numpy(self.source.row_of_source)
         for batch_no, (images, stored) in enumerate(self.source.loader, start=self.start):
             # FFCV hands out views of buffers it reuses a few batches later: the views are made
@@ -226,16 +223,15 @@ class FfcvLoader(EpochPosition):
 class FfcvEvalLoader:
     """Eval loader over a .beton: centre views as EvalBatch, sequential, sharded without dropping."""
 
-    def __init__(self, split: Split, path: str | Path, *, view_size: int, batch_size: int,
-                 device: str | torch.device = "cpu", rank: int = 0, world: int = 1, num_workers: int = 2,
+    def __init__(self, split: Split, path: str | Path, shard: Shard, *, view_size: int, num_workers: int = 2,
                  os_cache: bool = True):
-        self.device = torch.device(device)
+        self.device = torch.device(shard.device)
         self.labels = torch.from_numpy(split.labels)
-        self.source = _BetonSource(split, path, batch_size=batch_size, num_workers=num_workers, os_cache=os_cache)
-        self.source.order_fn = lambda: deal(np.sort(self.source.pos), rank, world, drop_last=False,
-                                            batch_size=batch_size)
+        self.source = _BetonSource(split, path, batch_size=shard.batch_size, num_workers=num_workers,
+                                   os_cache=os_cache)
+        self.source.order_fn = lambda: shard.deal(np.sort(self.source.pos), drop_last=False)
         self.augment = Augmenter([eval_view(view_size)], split.mean, split.std, engine="auto")
-        self.world, self.batch_size = world, batch_size
+        self.world, self.batch_size = shard.world, shard.batch_size
 
     def __len__(self) -> int:
         return num_batches(num_batches(len(self.source.pos), self.world), self.batch_size)

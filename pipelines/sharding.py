@@ -2,10 +2,45 @@
 the batch count, and the ViewBatch built from a backend's views."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from .batch import ViewBatch
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What every loader of one process is given, whatever its backend: its batch size, its
+    rank among ``world`` processes, the seed of its order and views, the device its batches
+    land on and the dtype of the training views (evaluation views stay fp32)."""
+
+    batch_size: int
+    rank: int = 0
+    world: int = 1
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch size {self.batch_size}: must be >= 1")
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"rank {self.rank} outside world size {self.world}")
+
+    def indices(self, n: int, epoch: int, *, shuffle: bool, drop_last: bool) -> np.ndarray:
+        """``shard_indices`` of this process."""
+        return shard_indices(n, self.rank, self.world, epoch, self.seed, shuffle=shuffle, drop_last=drop_last,
+                             batch_size=self.batch_size)
+
+    def deal(self, order: np.ndarray, *, drop_last: bool) -> np.ndarray:
+        """``deal`` of a global order to this process."""
+        return deal(order, self.rank, self.world, drop_last=drop_last, batch_size=self.batch_size)
+
+    def view_seed(self, epoch: int) -> int:
+        """``view_seed`` of this process in ``epoch``."""
+        return view_seed(self.seed, epoch, self.rank)
 
 
 def shard_indices(n: int, rank: int, world: int, epoch: int, seed: int, *, shuffle: bool,

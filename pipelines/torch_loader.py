@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from .augment import Augmenter
-from .batch import EvalBatch
+from .batch import EpochPosition, EvalBatch
 from .decode import decode_square
-from .sharding import batch_seed, num_batches, shard_indices, upload, view_batch, view_seed
+from .sharding import Shard, batch_seed, num_batches, upload, view_batch, view_seed
 from .sources.base import DatasetError, Split
 from .views import ViewSpec, eval_view
 
@@ -93,11 +93,9 @@ class _Batches:
     with their dataset indices. Unreadable files are counted, named in a warning, dropped and
     their slots refilled (``_DecodedBatches``), so batches keep the size ``shard_indices`` gave."""
 
-    def __init__(self, split: Split, *, batch_size: int, rank: int, world: int, seed: int,
-                 shuffle: bool, drop_last: bool, num_workers: int, decode_size: int,
-                 worker_augment: Augmenter | None = None, prefetch: int = 4):
-        self.split, self.batch_size = split, batch_size
-        self.rank, self.world, self.seed = rank, world, seed
+    def __init__(self, split: Split, shard: Shard, *, shuffle: bool, drop_last: bool, num_workers: int,
+                 decode_size: int, worker_augment: Augmenter | None = None, prefetch: int = 4):
+        self.split, self.shard, self.batch_size = split, shard, shard.batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.num_workers, self.prefetch = num_workers, prefetch
         self.epoch = 0
@@ -108,8 +106,7 @@ class _Batches:
             raise DatasetError(f"{split.name}: decoding image files needs data.num_workers >= 1 (it is {num_workers})")
 
     def indices(self) -> np.ndarray:
-        return shard_indices(len(self.split), self.rank, self.world, self.epoch, self.seed,
-                             shuffle=self.shuffle, drop_last=self.drop_last, batch_size=self.batch_size)
+        return self.shard.indices(len(self.split), self.epoch, shuffle=self.shuffle, drop_last=self.drop_last)
 
     def __len__(self) -> int:
         return num_batches(len(self.indices()), self.batch_size)
@@ -122,7 +119,7 @@ class _Batches:
             for batch_no, c in numbered:
                 yield torch.from_numpy(self.split.images[c]), torch.from_numpy(c), batch_no
             return
-        self.decoded.seed = view_seed(self.seed, self.epoch, self.rank)
+        self.decoded.seed = view_seed(self.shard.seed, self.epoch, self.shard.rank)
         trim_heap()  # the workers fork next: they should not map the parse's freed temporaries
         loader = torch.utils.data.DataLoader(
             self.decoded, batch_size=None, sampler=_Numbered(numbered),
@@ -184,7 +181,7 @@ def _engine(split: Split) -> str:
     return "auto" if split.images is not None else "torch"
 
 
-class TorchLoader:
+class TorchLoader(EpochPosition):
     """Train loader: an iterable of ViewBatch for one rank, with ``__len__`` and ``set_epoch``.
 
     ``augment_in``: ``device`` makes the views on ``device`` from uint8 batches (the GPU path);
@@ -194,31 +191,28 @@ class TorchLoader:
     (the CE baseline), whose batches then carry None for ``strong`` and ``strong2``.
     """
 
-    def __init__(self, split: Split, views: tuple[ViewSpec, ...], *, batch_size: int,
-                 device: str | torch.device = "cpu", rank: int = 0, world: int = 1, seed: int = 0,
-                 num_workers: int = 2, decode_size: int = 256, drop_last: bool = True,
-                 augment_in: str = "auto", dtype: torch.dtype = torch.float32):
+    def __init__(self, split: Split, views: tuple[ViewSpec, ...], shard: Shard, *, num_workers: int = 2,
+                 decode_size: int = 256, drop_last: bool = True, augment_in: str = "auto"):
         if augment_in not in ("auto", "device", "workers"):
             raise ValueError(f"augment_in {augment_in!r}: choose auto, device or workers")
-        self.device = torch.device(device)
+        self.shard, self.device = shard, torch.device(shard.device)
         self.labels = torch.from_numpy(split.labels)
-        self.augment = Augmenter(views, split.mean, split.std, engine=_engine(split), out_dtype=dtype)
+        self.augment = Augmenter(views, split.mean, split.std, engine=_engine(split), out_dtype=shard.dtype)
         if augment_in == "auto":
             augment_in = "workers" if split.images is None and self.device.type == "cpu" else "device"
         if augment_in == "workers" and split.images is not None:
             augment_in = "device"  # in-memory data has no workers; its views are made in place
         self.augment_in = augment_in
-        self.source = _Batches(split, batch_size=batch_size, rank=rank, world=world, seed=seed,
-                               shuffle=True, drop_last=drop_last, num_workers=num_workers,
+        self.source = _Batches(split, shard, shuffle=True, drop_last=drop_last, num_workers=num_workers,
                                decode_size=decode_size,
                                worker_augment=self.augment if augment_in == "workers" else None)
-        self.seed, self.rank = seed, rank
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int, start: int = 0, num_views: int | None = None) -> None:
         """``batch.TrainLoader.set_epoch``; views are seeded per batch, so a resumed epoch also
         gives the same views."""
-        self.source.epoch, self.source.start, self.num_views = epoch, start, num_views
+        super().set_epoch(epoch, start, num_views)
+        self.source.epoch, self.source.start = epoch, start
         if self.source.decoded is not None:
             self.source.decoded.num_views = num_views
 
@@ -230,7 +224,7 @@ class TorchLoader:
         return self.source.skipped
 
     def __iter__(self):
-        seed = view_seed(self.seed, self.source.epoch, self.rank)
+        seed = view_seed(self.shard.seed, self.epoch, self.shard.rank)
         for x, index, batch_no in self.source:
             if self.augment_in == "workers":
                 views = [upload(v, self.device) for v in x]  # pinned, non-blocking
@@ -243,12 +237,10 @@ class TorchLoader:
 class TorchEvalLoader:
     """Eval loader: centre views as EvalBatch, sharded without dropping (padding repeats indices)."""
 
-    def __init__(self, split: Split, *, view_size: int, batch_size: int, device: str | torch.device = "cpu",
-                 rank: int = 0, world: int = 1, num_workers: int = 2, decode_size: int = 256):
-        self.device = torch.device(device)
+    def __init__(self, split: Split, shard: Shard, *, view_size: int, num_workers: int = 2, decode_size: int = 256):
+        self.device = torch.device(shard.device)
         self.labels = torch.from_numpy(split.labels)
-        self.source = _Batches(split, batch_size=batch_size, rank=rank, world=world, seed=0,
-                               shuffle=False, drop_last=False, num_workers=num_workers,
+        self.source = _Batches(split, shard, shuffle=False, drop_last=False, num_workers=num_workers,
                                decode_size=decode_size)
         self.augment = Augmenter([eval_view(view_size)], split.mean, split.std, engine=_engine(split))
 

@@ -13,6 +13,7 @@ from pipelines.views import lacol_views  # noqa: E402
 from pipelines.dali_loader import DaliEvalLoader, DaliLoader  # noqa: E402
 from pipelines.sources import DatasetError, clothing1m, fashion_mnist  # noqa: E402
 from pipelines.torch_loader import TorchLoader  # noqa: E402
+from pipelines.sharding import Shard  # noqa: E402
 from pipelines.formats import list_path, read_file_list  # noqa: E402
 from tools.beton import convert_file_list  # noqa: E402
 
@@ -34,7 +35,7 @@ def _rows(lists, split, name):
 
 def test_file_views_shapes_labels_and_independent_views(clothing_root, lists):
     split = clothing1m.load("noisy_train", clothing_root)
-    loader = DaliLoader(split, lacol_views(64), batch_size=32, rows=_rows(lists, split, "noisy_train"))
+    loader = DaliLoader(split, lacol_views(64), Shard(batch_size=32), rows=_rows(lists, split, "noisy_train"))
     batches = list(loader)
     assert len(batches) == len(loader) == 5
     for b in batches:
@@ -45,7 +46,7 @@ def test_file_views_shapes_labels_and_independent_views(clothing_root, lists):
 
 def test_array_views(fmnist_train):
     split = fmnist_train.subset(np.arange(600)).with_labels((np.arange(600) * 7) % 10)
-    loader = DaliLoader(split, lacol_views(28, pad=4), batch_size=128)
+    loader = DaliLoader(split, lacol_views(28, pad=4), Shard(batch_size=128))
     batches = list(loader)
     assert len(batches) == len(loader) == 4  # drop_last: 600 // 128
     for b in batches:
@@ -60,8 +61,8 @@ def test_array_views(fmnist_train):
 
 def test_same_batches_as_the_reference_and_statistics_agree(clothing_root, lists):
     split = clothing1m.load("noisy_train", clothing_root)
-    dali = DaliLoader(split, lacol_views(224), batch_size=32, seed=5, rows=_rows(lists, split, "noisy_train"))
-    ref = TorchLoader(split, lacol_views(224), batch_size=32, seed=5, decode_size=256, num_workers=2)
+    dali = DaliLoader(split, lacol_views(224), Shard(batch_size=32, seed=5), rows=_rows(lists, split, "noisy_train"))
+    ref = TorchLoader(split, lacol_views(224), Shard(batch_size=32, seed=5), decode_size=256, num_workers=2)
     stats = {"dali": [], "torch": []}
     for a, b in zip(dali, ref):
         assert torch.equal(a.index, b.index) and torch.equal(a.label, b.label)
@@ -78,7 +79,7 @@ def test_two_ranks_disjoint_and_complete(clothing_root, lists):
     split = clothing1m.load("noisy_train", clothing_root)
     seen = []
     for rank in range(2):
-        loader = DaliLoader(split, lacol_views(32), batch_size=16, rank=rank, world=2,
+        loader = DaliLoader(split, lacol_views(32), Shard(batch_size=16, rank=rank, world=2),
                             rows=_rows(lists, split, "noisy_train"))
         seen.append(torch.cat([b.index for b in loader]).tolist())
         assert len(seen[-1]) == 80
@@ -93,7 +94,7 @@ def test_eval_covers_every_sample_once(clothing_root, lists):
     split = clothing1m.load("clean_test", clothing_root)
     seen = []
     for rank in range(3):
-        loader = DaliEvalLoader(split, view_size=64, batch_size=8, rank=rank, world=3,
+        loader = DaliEvalLoader(split, Shard(batch_size=8, rank=rank, world=3), view_size=64,
                                 rows=_rows(lists, split, "clean_test"))
         for b in loader:
             assert b.image.shape[1:] == (3, 64, 64)
@@ -114,7 +115,7 @@ def test_bad_files_are_left_out_of_the_list_and_reported(clothing_root, tmp_path
     report = json.loads(out.with_name("clothing1m_noisy_train.report.json").read_text())
     assert sorted(s["index"] for s in report["skipped"]) == [3, 5]
     rows = read_file_list(out, split)
-    loader = DaliLoader(split, lacol_views(32), batch_size=16, rows=rows)
+    loader = DaliLoader(split, lacol_views(32), Shard(batch_size=16), rows=rows)
     assert sorted(loader.skipped) == sorted(split.files[i] for i in (3, 5))
     seen = torch.cat([b.index for b in loader]).tolist()
     assert len(seen) == 144 == len(set(seen)) and not {3, 5} & set(seen)  # 158 // 16 full batches
@@ -166,7 +167,7 @@ def test_files_dali_cannot_decode_are_left_out_and_named(clothing_root, tmp_path
     r = convert_file_list(split, "clothing1m", "noisy_train", out, workers=2, max_bad=0.05, progress=False)
     assert [s["index"] for s in r.skipped] == [7] and "DALI's decoder" in r.skipped[0]["reason"]
     assert 7 not in read_file_list(out, split)
-    loader = DaliLoader(split, lacol_views(32), batch_size=16)  # every row, unchecked
+    loader = DaliLoader(split, lacol_views(32), Shard(batch_size=16))  # every row, unchecked
     with pytest.raises(DatasetError, match=str(split.files[7]).replace(".", r"\.")):
         for _ in loader:
             pass
@@ -195,7 +196,7 @@ def test_exif_orientation_one_rule_across_backends(clothing_root, tmp_path):
     assert px[:20, :, 0].mean() > 200 and px[-20:, :, 2].mean() > 200  # upright: red on top
     images = {}
     for name, cls in (("torch", TorchEvalLoader), ("dali", DaliEvalLoader)):
-        for b in cls(split, view_size=64, batch_size=8, decode_size=64, num_workers=1):
+        for b in cls(split, Shard(batch_size=8), view_size=64, decode_size=64, num_workers=1):
             hit = (b.index == 2).nonzero()
             if len(hit):
                 images[name] = b.image[hit[0, 0]].float()

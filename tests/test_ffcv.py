@@ -15,6 +15,7 @@ from pipelines.ffcv_loader import FfcvEvalLoader, FfcvLoader  # noqa: E402
 from pipelines.sources import DatasetError, clothing1m, fashion_mnist  # noqa: E402
 from pipelines.decode import decode_square  # noqa: E402
 from pipelines.torch_loader import TorchLoader  # noqa: E402
+from pipelines.sharding import Shard  # noqa: E402
 from pipelines.formats import beton_path  # noqa: E402
 from tools.beton import convert_dataset, convert_split  # noqa: E402
 
@@ -69,7 +70,7 @@ def test_every_index_once_per_epoch_per_rank_set(clothing_root, betons, order):
     path = beton_path(betons, "clothing1m", "noisy_train")
     per_rank = []
     for rank in range(2):
-        loader = FfcvLoader(split, path, lacol_views(64), batch_size=16, rank=rank, world=2, order=order)
+        loader = FfcvLoader(split, path, lacol_views(64), Shard(batch_size=16, rank=rank, world=2), order=order)
         assert len(loader) == 5
         batches = list(loader)
         assert len(batches) == 5
@@ -89,16 +90,16 @@ def test_every_index_once_per_epoch_per_rank_set(clothing_root, betons, order):
 
 def test_random_order_is_the_reference_backends(clothing_root, betons):
     split = clothing1m.load("noisy_train", clothing_root)
-    ffcv = FfcvLoader(split, beton_path(betons, "clothing1m", "noisy_train"), lacol_views(64), batch_size=32,
-                      order="random", seed=3)
-    ref = TorchLoader(split, lacol_views(64), batch_size=32, seed=3, decode_size=256, num_workers=1)
+    ffcv = FfcvLoader(split, beton_path(betons, "clothing1m", "noisy_train"), lacol_views(64),
+                      Shard(batch_size=32, seed=3), order="random")
+    ref = TorchLoader(split, lacol_views(64), Shard(batch_size=32, seed=3), decode_size=256, num_workers=1)
     for a, b in zip(ffcv, ref):
         assert torch.equal(a.index, b.index) and torch.equal(a.label, b.label)
 
 
 def test_resume_mid_epoch_gives_the_same_batches(clothing_root, betons):
     split = clothing1m.load("noisy_train", clothing_root)
-    loader = FfcvLoader(split, beton_path(betons, "clothing1m", "noisy_train"), lacol_views(64), batch_size=32)
+    loader = FfcvLoader(split, beton_path(betons, "clothing1m", "noisy_train"), lacol_views(64), Shard(batch_size=32))
     loader.set_epoch(2)
     full = [(b.index.clone(), b.strong.clone()) for b in loader]  # batches live in a reused ring: copy
     loader.set_epoch(2, start=3)
@@ -113,9 +114,9 @@ def test_parity_with_reference_backend(clothing_root, betons):
     the random order and the same seed, both backends draw the same views of the same samples:
     they differ only by the stored JPEG's re-encoding."""
     split = clothing1m.load("noisy_train", clothing_root)
-    ffcv = FfcvLoader(split, beton_path(betons, "clothing1m", "noisy_train"), lacol_views(224), batch_size=32,
+    ffcv = FfcvLoader(split, beton_path(betons, "clothing1m", "noisy_train"), lacol_views(224), Shard(batch_size=32),
                       order="random")
-    ref = TorchLoader(split, lacol_views(224), batch_size=32, decode_size=256, num_workers=2)
+    ref = TorchLoader(split, lacol_views(224), Shard(batch_size=32), decode_size=256, num_workers=2)
 
     def stats(loader):
         acc = {k: [] for k in ("weak", "strong", "strong2")}
@@ -144,8 +145,8 @@ def test_eval_loader_covers_every_sample_once(clothing_root, betons):
     split = clothing1m.load("clean_test", clothing_root)
     seen = []
     for rank in range(3):
-        loader = FfcvEvalLoader(split, beton_path(betons, "clothing1m", "clean_test"), view_size=224, batch_size=8,
-                                rank=rank, world=3)
+        loader = FfcvEvalLoader(split, beton_path(betons, "clothing1m", "clean_test"),
+                                Shard(batch_size=8, rank=rank, world=3), view_size=224)
         batches = list(loader)
         assert len(batches) == len(loader)
         for b in batches:
@@ -187,7 +188,7 @@ def test_bad_images_are_converted_or_skipped_and_reported(clothing_root, tmp_pat
     gray = images[list(index).index(5)]
     assert np.abs(gray[..., 0].astype(int) - gray[..., 2]).max() <= 8  # gray stays gray in RGB
     # the loader runs over what is there and counts the rest
-    loader = FfcvLoader(split, out, lacol_views(32), batch_size=16, order="random")
+    loader = FfcvLoader(split, out, lacol_views(32), Shard(batch_size=16), order="random")
     assert sorted(loader.skipped) == sorted(split.files[i] for i in (1, 2, 3))
     assert sum(len(b) for b in loader) == 144
 
@@ -217,11 +218,11 @@ def test_interrupted_conversion_leaves_nothing_that_looks_complete(clothing_root
 def test_wrong_or_missing_beton_is_a_clear_error(clothing_root, betons, tmp_path):
     test = clothing1m.load("clean_test", clothing_root)
     with pytest.raises(DatasetError, match="clean labels differ"):
-        FfcvEvalLoader(test, beton_path(betons, "clothing1m", "clean_val"), view_size=64, batch_size=8)
+        FfcvEvalLoader(test, beton_path(betons, "clothing1m", "clean_val"), Shard(batch_size=8), view_size=64)
     with pytest.raises(DatasetError, match="converted from 160 images"):
-        FfcvEvalLoader(test, beton_path(betons, "clothing1m", "noisy_train"), view_size=64, batch_size=8)
+        FfcvEvalLoader(test, beton_path(betons, "clothing1m", "noisy_train"), Shard(batch_size=8), view_size=64)
     with pytest.raises(DatasetError, match="lacol-convert"):
-        FfcvEvalLoader(test, tmp_path / "none.beton", view_size=64, batch_size=8)
+        FfcvEvalLoader(test, tmp_path / "none.beton", Shard(batch_size=8), view_size=64)
 
 
 def test_convert_cli_and_bench(clothing_root, tmp_path, capsys):
@@ -247,7 +248,7 @@ def test_training_on_the_ffcv_backend(tmp_path):
     small = ["data.train_subset=2048", "data.batch_size=64", "data.noise=symmetric", "data.noise_rate=0.2",
              "optim.epochs=2", "loss.warmup_epochs=1", "train.threads=1", "train.progress=false",
              f"train.out_dir={tmp_path}"]
-    cfg = load_config(RECIPE, small + ["data.backend=ffcv", f"data.ffcv_dir={tmp_path / 'ffcv'}", "train.name=r"])
+    cfg = load_config(RECIPE, small + ["data.backend=ffcv", f"data.ffcv.dir={tmp_path / 'ffcv'}", "train.name=r"])
     summary = train(cfg)
     assert summary["final_test_acc"] > 0.45  # chance is 0.1; the reference backend's test asks the same
     assert cfg.data.backend == "ffcv" and (tmp_path / "r" / "metrics.jsonl").is_file()
@@ -264,7 +265,7 @@ def test_a_beton_of_another_size_or_a_damaged_sidecar_is_named(betons, clothing_
     from pipelines.views import lacol_views
 
     d = load_config("configs/clothing1m.yaml", [f"data.root={clothing_root}", "data.backend=ffcv",
-                                               f"data.ffcv_dir={betons}", "data.decode_size=128"]).data
+                                               f"data.ffcv.dir={betons}", "data.decode_size=128"]).data
     split = train_split(d)
     with pytest.raises(DatasetError, match=r"stores 256 px squares but data.decode_size is 128.*--size 128"):
         make_loader(d, split, lacol_views(64))
@@ -272,7 +273,7 @@ def test_a_beton_of_another_size_or_a_damaged_sidecar_is_named(betons, clothing_
     side = beton_path(tmp_path / "b", "clothing1m", "noisy_train")
     side = side.with_name(side.name + ".json")
     side.write_text("{not json")
-    d.ffcv_dir, d.decode_size = str(tmp_path / "b"), 256
+    d.ffcv.dir, d.decode_size = str(tmp_path / "b"), 256
     with pytest.raises(DatasetError, match=r"noisy_train.beton.json: not the JSON lacol-convert writes"):
         make_loader(d, split, lacol_views(64))
 
@@ -311,7 +312,7 @@ def test_a_damaged_beton_is_refused_on_first_open_and_by_verify(betons, clothing
     path = beton_path(tmp_path / "b", "clothing1m", "clean_val")
     split = clothing1m.load("clean_val", clothing_root)
     assert convert(["--verify", str(path)]) == 0 and "ok" in capsys.readouterr().out
-    FfcvEvalLoader(split, path, view_size=64, batch_size=8)
+    FfcvEvalLoader(split, path, Shard(batch_size=8), view_size=64)
     assert path.with_name(path.name + ".verified").is_file()
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
@@ -319,8 +320,8 @@ def test_a_damaged_beton_is_refused_on_first_open_and_by_verify(betons, clothing
     path.write_bytes(bytes(data))
     formats._verified.clear()
     with pytest.raises(DatasetError, match=r"clean_val.beton: checksum .* convert it again"):
-        FfcvEvalLoader(split, path, view_size=64, batch_size=8)
+        FfcvEvalLoader(split, path, Shard(batch_size=8), view_size=64)
     assert convert(["verify", str(path)]) == 2 and "checksum" in capsys.readouterr().err
     path.write_bytes(bytes(data[:mid]))  # a cut copy
     with pytest.raises(DatasetError, match=r"bytes, its sidecar recorded"):
-        FfcvEvalLoader(split, path, view_size=64, batch_size=8)
+        FfcvEvalLoader(split, path, Shard(batch_size=8), view_size=64)

@@ -41,12 +41,12 @@ def test_views_on_the_gpu_match_the_cpu_engine():
 def test_dali_gpu_graph(synthetic_root):
     pytest.importorskip("nvidia.dali")
     from pipelines.dali_loader import DaliLoader
+    from pipelines.sharding import Shard
     from pipelines.sources import clothing1m
     from pipelines.views import lacol_views
 
     split = clothing1m.load("noisy_train", synthetic_root)
-    loader = DaliLoader(split, lacol_views(224), batch_size=32, device="cuda", num_workers=4,
-                        dtype=torch.bfloat16)
+    loader = DaliLoader(split, lacol_views(224), Shard(batch_size=32, device="cuda", dtype=torch.bfloat16), num_workers=4)
     batches = list(loader)
     assert len(batches) == 8
     b = batches[0]

@@ -183,11 +183,12 @@ def test_entries_that_are_not_regular_files_are_never_read(clothing_root, tmp_pa
     """The reference loader skips and names them, without hanging on the FIFOs; the symlink out
     of the root leads to a regular file and is read."""
     from pipelines.sources import clothing1m
+    from pipelines.sharding import Shard
     from pipelines.torch_loader import TorchLoader
     from pipelines.views import lacol_views
 
     split = clothing1m.load("noisy_train", _odd_entries(clothing_root, tmp_path))
-    loader = TorchLoader(split, lacol_views(64), batch_size=32, decode_size=72, num_workers=1)
+    loader = TorchLoader(split, lacol_views(64), Shard(batch_size=32), decode_size=72, num_workers=1)
     assert sum(len(b) for b in loader) == 160  # refilled from the split
     assert set(loader.skipped) == {str(split.path(i)) for i in (5, 7)}
 
@@ -243,11 +244,12 @@ def test_one_path_rule_for_keys(clothing_root, tmp_path):
     elsewhere = tmp_path / "disk2" / "images"
     shutil.move(str(root / "images"), elsewhere)
     (root / "images").symlink_to(elsewhere)
+    from pipelines.sharding import Shard
     from pipelines.torch_loader import TorchLoader
     from pipelines.views import lacol_views
 
     split = clothing1m.load("noisy_train", root)
-    loader = TorchLoader(split, lacol_views(32), batch_size=32, decode_size=36, num_workers=1)
+    loader = TorchLoader(split, lacol_views(32), Shard(batch_size=32), decode_size=36, num_workers=1)
     assert sum(len(b) for b in loader) == 160 and loader.skipped == []
 
 

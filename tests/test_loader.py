@@ -4,7 +4,7 @@ import torch
 
 from pipelines.views import lacol_views
 from pipelines.batch import ViewBatch
-from pipelines.sharding import shard_indices
+from pipelines.sharding import Shard, shard_indices
 from pipelines.sources import DatasetError, clothing1m
 from pipelines.torch_loader import TorchEvalLoader, TorchLoader
 
@@ -14,7 +14,7 @@ from conftest import check_batch as _check_batch  # noqa: E402
 
 def test_in_memory_views_pair_labels_with_indices(fmnist_train):
     split = fmnist_train.subset(np.arange(1000)).with_labels((np.arange(1000) * 7) % 10)
-    loader = TorchLoader(split, lacol_views(28, pad=4), batch_size=128, seed=0)
+    loader = TorchLoader(split, lacol_views(28, pad=4), Shard(batch_size=128, seed=0))
     batches = list(loader)
     assert len(batches) == len(loader) == 7
     for b in batches:
@@ -33,8 +33,7 @@ def test_in_memory_views_pair_labels_with_indices(fmnist_train):
 @pytest.mark.parametrize("augment_in", ["workers", "device"])
 def test_file_views(clothing_root, augment_in):
     split = clothing1m.load("noisy_train", clothing_root)
-    loader = TorchLoader(split, lacol_views(64), batch_size=32, num_workers=2, decode_size=72,
-                         augment_in=augment_in)
+    loader = TorchLoader(split, lacol_views(64), Shard(batch_size=32), num_workers=2, decode_size=72, augment_in=augment_in)
     assert loader.augment_in == augment_in
     batches = list(loader)
     assert len(batches) == 5
@@ -59,7 +58,7 @@ def test_corrupt_files_are_counted_and_skipped(clothing_root, tmp_path, caplog):
     split.path(3).write_bytes(b"")                                       # zero bytes
     split.path(5).write_bytes(split.path(5).read_bytes()[:200])          # truncated
     split.path(7).unlink()                                               # missing
-    loader = TorchLoader(split, lacol_views(64), batch_size=32, decode_size=72, num_workers=1)
+    loader = TorchLoader(split, lacol_views(64), Shard(batch_size=32), decode_size=72, num_workers=1)
     sizes = [len(b) for b in loader]
     assert sizes == [32] * 5  # dropped and refilled: every batch full
     assert set(loader.skipped) == {str(split.path(i)) for i in (3, 5, 7)}
@@ -77,8 +76,8 @@ def test_bad_files_keep_every_ranks_batches_full_and_resume_alike(clothing_root,
     for i in bad:
         split.path(i).write_bytes(b"not an image")
     for rank in (0, 1):
-        loader = TorchLoader(split, lacol_views(32), batch_size=16, decode_size=40, num_workers=1, rank=rank,
-                             world=2, seed=4)
+        loader = TorchLoader(split, lacol_views(32), Shard(batch_size=16, rank=rank, world=2, seed=4), decode_size=40,
+                             num_workers=1)
         batches = list(loader)
         assert [len(b) for b in batches] == [16] * 5
         assert not bad & {int(i) for b in batches for i in b.index}
@@ -87,7 +86,7 @@ def test_bad_files_keep_every_ranks_batches_full_and_resume_alike(clothing_root,
     for i in range(160):
         split.path(i).write_bytes(b"")
     with pytest.raises(DatasetError, match="unreadable files while filling one batch"):
-        next(iter(TorchLoader(split, lacol_views(32), batch_size=16, decode_size=40, num_workers=1)))
+        next(iter(TorchLoader(split, lacol_views(32), Shard(batch_size=16), decode_size=40, num_workers=1)))
 
 
 def test_sharding_two_ranks_disjoint_and_complete():
@@ -106,17 +105,18 @@ def test_loaders_on_two_ranks(fmnist_train):
     split = fmnist_train.subset(np.arange(600))
     seen = []
     for rank in (0, 1):
-        loader = TorchLoader(split, lacol_views(28, pad=4), batch_size=50, rank=rank, world=2)
+        loader = TorchLoader(split, lacol_views(28, pad=4), Shard(batch_size=50, rank=rank, world=2))
         assert len(loader) == 6
         seen.append(torch.cat([b.index for b in loader]).tolist())
     assert not set(seen[0]) & set(seen[1]) and len(seen[0]) == len(seen[1]) == 300
-    ev = [torch.cat([b.index for b in TorchEvalLoader(split, view_size=28, batch_size=64, rank=r, world=2)]) for r in (0, 1)]
+    ev = [torch.cat([b.index for b in TorchEvalLoader(split, Shard(batch_size=64, rank=r, world=2), view_size=28)])
+          for r in (0, 1)]
     assert set(ev[0].tolist()) | set(ev[1].tolist()) == set(range(600)) and len(ev[0]) == len(ev[1]) == 300
 
 
 def test_eval_loader_files(clothing_root):
     split = clothing1m.load("clean_test", clothing_root)
-    batches = list(TorchEvalLoader(split, view_size=64, batch_size=10, decode_size=72, num_workers=1))
+    batches = list(TorchEvalLoader(split, Shard(batch_size=10), view_size=64, decode_size=72, num_workers=1))
     idx = torch.cat([b.index for b in batches])
     assert sorted(idx.tolist()) == list(range(32))
     assert batches[0].image.shape == (10, 3, 64, 64)

@@ -49,12 +49,12 @@ def test_view_batch_norm_tracks_the_weak_block_only():
     torch.manual_seed(0)
     x = torch.cat([torch.randn(8, 3, 4, 4), torch.randn(16, 3, 4, 4) * 5 + 3])
     plain, weak = torch.nn.BatchNorm2d(3, momentum=1.0), ViewBatchNorm2d(3, momentum=1.0)
-    set_views(weak, "weak", 8)
+    set_views(weak, 8, "weak")
     assert torch.allclose(weak(x), plain(x), atol=1e-5)  # normalised with the whole batch
     assert torch.allclose(weak.running_mean, x[:8].mean((0, 2, 3)), atol=1e-6)
     assert torch.allclose(weak.running_var, x[:8].var((0, 2, 3)), atol=1e-5)
     per = ViewBatchNorm2d(3, momentum=1.0)
-    set_views(per, "per_view", 8)
+    set_views(per, 8, "per_view")
     out = per(x)
     assert torch.allclose(out[8:16].mean((0, 2, 3)), torch.zeros(3), atol=1e-5)  # each block on its own
 

@@ -91,7 +91,7 @@ def test_one_epoch_on_every_backend(kind, backend, own_folder, own_list, tmp_pat
     cfg = load_config(None, [f"data.dataset={kind}", f"data.root={root}", f"data.backend={backend}",
                              "data.noise=symmetric", "data.noise_rate=0.2", "data.batch_size=16", "data.image_size=32",
                              "data.decode_size=32", "data.num_workers=1", "data.eval_batch_size=16",
-                             f"data.ffcv_dir={tmp_path / 'ffcv'}", f"data.dali_dir={tmp_path / 'dali'}",
+                             f"data.ffcv.dir={tmp_path / 'ffcv'}", f"data.dali.dir={tmp_path / 'dali'}",
                              "model.arch=small_cnn", "model.width=8", "optim.epochs=2", "loss.warmup_epochs=1",
                              "train.threads=1", "train.progress=false", f"train.out_dir={tmp_path}", "train.name=own"])
     summary = train(cfg)

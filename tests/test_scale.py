@@ -88,7 +88,7 @@ def _objects(root) -> int:
 def _loader_state(root, n, old_ways=False):
     import pipelines.torch_loader as tl
     from lacol.config import load_config
-    from pipelines.build import make_loader, train_and_val, train_views
+    from pipelines.build import make_loader, train_and_val
 
     cfg = load_config(None, ["data.dataset=clothing1m", f"data.root={build(root, n, pool=100)}", "data.noise=none",
                              "data.val_size=0", "data.batch_size=256", "data.num_workers=1", "data.decode_size=32",
@@ -96,7 +96,7 @@ def _loader_state(root, n, old_ways=False):
     train, _ = train_and_val(cfg.data)
     if old_ways:
         train.files = [str(k) for k in train.files]
-    loader = make_loader(cfg.data, train, train_views(cfg.data), seed=0)
+    loader = make_loader(cfg.data, train, cfg.data.views(), seed=0)
     src = loader.source
     idx = src.indices()
     numbered = list(enumerate(idx[i:i + 256] for i in range(0, len(idx), 256)))

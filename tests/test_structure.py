@@ -84,12 +84,12 @@ def test_every_backend_is_in_the_table():
 
 
 def test_the_torch_backend_keeps_the_loader_protocol(fmnist_train):
-    from lacol.config import DataConfig
-    from pipelines.build import make_loader, train_views
+    from pipelines.data_config import DataConfig
+    from pipelines.build import make_loader
 
     d = DataConfig(batch_size=32)
     split = fmnist_train.subset(range(96))
-    loader = make_loader(d, split, train_views(d))
+    loader = make_loader(d, split, d.views())
     assert isinstance(loader, TrainLoader) and len(loader) == 3
     assert isinstance(make_loader(d, split, None), EvalLoader)
     full = next(iter(loader))

@@ -42,6 +42,43 @@ def test_config_errors_name_the_key_and_the_choices(tmp_path):
         load_config(None, ["loss.deterministic=true"])
 
 
+def test_backend_sub_sections_and_moved_keys(tmp_path):
+    from lacol.config import config_from_dict, config_yaml, read_run_config, same_experiment
+    import yaml
+
+    cfg = load_config(None, ["data.ffcv.order=random", "data.dali.threads=8", "model.bn_stats=mixed"])
+    assert (cfg.data.ffcv.order, cfg.data.dali.threads, cfg.model.bn_stats) == ("random", 8, "mixed")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  ffcv:\n    os_cache: false\n  dali:\n    hw_decoder_load: 0.0\n")
+    got = load_config(recipe).data
+    assert got.ffcv.os_cache is False and got.dali.hw_decoder_load == 0.0 and got.ffcv.dir == "data/ffcv"
+    for old, new in (("data.ffcv_dir=x", "data.ffcv.dir"), ("data.dali_threads=2", "data.dali.threads"),
+                     ("loss.bn_stats=mixed", "model.bn_stats")):
+        with pytest.raises(ConfigError, match=f"is now {new}: set that instead"):
+            load_config(None, [old])
+    with pytest.raises(ConfigError, match=r"data.ffcv is a sub-section.*dir, order, os_cache"):
+        load_config(None, ["data.ffcv=random"])
+    with pytest.raises(ConfigError, match=r"data.ffcv.nope.*data.ffcv has dir, order, os_cache"):
+        load_config(None, ["data.ffcv.nope=1"])
+    with pytest.raises(ConfigError, match=r"data.dali.hw_decoder_load=1.5: must be in \[0, 1\]"):
+        load_config(None, ["data.dali.hw_decoder_load=1.5"])
+    # a run folder written before the keys moved (the second sweep's, as kept in results/) reads
+    # back with its values in their new places, and is the same experiment as today's config of it
+    old = Path("results/sweep/sweep3-fashion_mnist-lacol_semi-symmetric0.2-s1-n1")
+    stored = yaml.safe_load((old / "config.yaml").read_text())
+    assert "ffcv_dir" in stored["data"] and "bn_stats" in stored["loss"]
+    stored["data"]["os_cache"], stored["loss"]["bn_stats"] = False, "mixed"  # non-defaults are carried
+    carried = config_from_dict(stored)
+    assert carried.data.ffcv.os_cache is False and carried.model.bn_stats == "mixed"
+    asked = load_config(RECIPE, ["loss.method=lacol_semi", "data.noise=symmetric", "data.noise_rate=0.2",
+                                 "train.seed=1", "data.noise_seed=1", "train.threads=1"])
+    same_experiment(old, asked)  # what `lacol compare --reuse` asks of a kept run
+    assert read_run_config(old).data.ffcv.dir == "data/ffcv"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(config_yaml(asked))
+    assert "ffcv_dir" not in config_yaml(asked) and read_run_config(tmp_path / "run") == asked
+
+
 def test_a_missing_triton_is_a_config_error(monkeypatch):
     import importlib.util
 

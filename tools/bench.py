@@ -52,25 +52,26 @@ def _time_loader(make, batches: int, warmup: int) -> tuple[float, int]:
 def _data_config(a, backend: str):
     """The data config of the loader benchmark: Clothing1M layout, three views at 224 px (crop +
     flip; RandAugment on the strong two), decoded to 256."""
-    from lacol.config import DataConfig
+    from pipelines.data_config import DaliOptions, DataConfig, FfcvOptions
 
     return DataConfig(dataset="clothing1m", root=a.root, backend=backend, noise="none", batch_size=a.batch_size,
                       num_workers=a.workers, image_size=224, decode_size=256, pad=0,
-                      ffcv_dir=a.ffcv_dir or os.path.join(a.root, "ffcv"), ffcv_order=a.ffcv_order,
-                      dali_dir=a.dali_dir or os.path.join(a.root, "dali"))
+                      ffcv=FfcvOptions(dir=a.ffcv_dir or os.path.join(a.root, "ffcv"), order=a.ffcv_order),
+                      dali=DaliOptions(dir=a.dali_dir or os.path.join(a.root, "dali")))
 
 
 def _loader(split, a, backend: str):
-    from pipelines.build import make_loader, train_views
+    from pipelines.build import make_loader
 
     d = _data_config(a, backend)
     device = a.device or ("cuda" if backend == "dali" and torch.cuda.is_available() else "cpu")
-    return make_loader(d, split, train_views(d), device=device)
+    return make_loader(d, split, d.views(), device=device)
 
 
 def bench_loader(a) -> int:
     from pipelines.build import BACKENDS
     from pipelines.sources import load_split
+    from pipelines.sharding import Shard
     from pipelines.torch_loader import TorchLoader
     from pipelines.views import lacol_views
     from tools.peer import peer_loader
@@ -86,7 +87,7 @@ def bench_loader(a) -> int:
         "peer": lambda: peer_loader(split, a.batch_size, a.workers),
         **{name: (lambda name=name: _loader(split, a, name)) for name in BACKENDS},
         # the reference backend with its views made in this process rather than in its workers
-        "torch-augment-in-main": lambda: TorchLoader(split, lacol_views(224), batch_size=a.batch_size,
+        "torch-augment-in-main": lambda: TorchLoader(split, lacol_views(224), Shard(batch_size=a.batch_size),
                                                      num_workers=a.workers, augment_in="device"),
     }
     unknown = set(a.backends) - set(makers)

@@ -110,14 +110,14 @@ def worker_memory(root: Path, n: int, *, workers: int = 2, batch: int = 256, poo
     """The torch backend over ``n`` rows of ``build``'s layout, weak view only: seconds to the
     first batch, then one whole pass, and each worker's PSS and USS (MB) at its end."""
     from lacol.config import load_config
-    from pipelines.build import make_loader, train_and_val, train_views
+    from pipelines.build import make_loader, train_and_val
 
     cfg = load_config(None, ["data.dataset=clothing1m", f"data.root={build(root, n, pool)}", "data.noise=none",
                              "data.val_size=0", f"data.batch_size={batch}", f"data.num_workers={workers}",
                              "data.decode_size=32", "data.image_size=32", "data.pad=0"])
     t0 = time.perf_counter()
     train, _ = train_and_val(cfg.data)
-    loader = make_loader(cfg.data, train, train_views(cfg.data), seed=0)
+    loader = make_loader(cfg.data, train, cfg.data.views(), seed=0)
     loader.set_epoch(0, num_views=1)
     it = iter(loader)
     next(it)
@@ -175,7 +175,7 @@ def measure(root: Path, n: int, *, convert: bool = True, ffcv: bool = True, work
 
     from lacol.audit import Evidence, analyse
     from lacol.config import load_config
-    from pipelines.build import make_loader, train_and_val, train_views
+    from pipelines.build import make_loader, train_and_val
     from pipelines.sharding import shard_indices
     from pipelines.sources import clothing1m
 
@@ -185,8 +185,8 @@ def measure(root: Path, n: int, *, convert: bool = True, ffcv: bool = True, work
     r["list parse"] = (r["list parse"], "s")
     cfg = load_config(None, ["data.dataset=clothing1m", f"data.root={data}", "data.noise=none", "data.val_size=0",
                              f"data.batch_size={batch}", f"data.num_workers={workers}", "data.decode_size=32",
-                             "data.image_size=32", "data.pad=0", f"data.ffcv_dir={data}/ffcv",
-                             f"data.dali_dir={data}/dali"])
+                             "data.image_size=32", "data.pad=0", f"data.ffcv.dir={data}/ffcv",
+                             f"data.dali.dir={data}/dali"])
     d = cfg.data
     (train, _), t = _timed(lambda: train_and_val(d))
     r["train_and_val"] = (t, "s")
@@ -213,7 +213,7 @@ def measure(root: Path, n: int, *, convert: bool = True, ffcv: bool = True, work
     r["torch: main process peak RSS"] = (w["main_peak_rss_mb"], "MB")
     if ffcv and convert:
         d.backend = "ffcv"
-        loader, t_build = _timed(lambda: make_loader(d, train, train_views(d), seed=0))
+        loader, t_build = _timed(lambda: make_loader(d, train, d.views(), seed=0))
         loader.set_epoch(0, num_views=1)
         t0 = time.perf_counter()
         it = iter(loader)

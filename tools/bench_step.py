@@ -128,7 +128,7 @@ def train_rate(root: str, backend: str, arch: str, size: int, batch: int, *, wor
     cfg = load_config(None, [
         "data.dataset=clothing1m", f"data.root={root}", f"data.backend={backend}", "data.noise=none",
         f"data.batch_size={batch}", f"data.num_workers={workers}", f"data.image_size={size}", "data.pad=0",
-        f"data.ffcv_dir={root}/ffcv", f"data.dali_dir={root}/dali", f"model.arch={arch}",
+        f"data.ffcv.dir={root}/ffcv", f"data.dali.dir={root}/dali", f"model.arch={arch}",
         "loss.warmup_epochs=0", "optim.epochs=1", f"train.mixed_precision={'bf16' if cuda else 'no'}",
         f"train.out_dir={out_dir}", f"train.name=bench-{backend}", "train.progress=false", *extra])
     trainer = Trainer(cfg, setup(cfg), resume=False)

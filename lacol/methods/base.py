@@ -108,7 +108,7 @@ class Method:
     def warmup_step(self, model, batch, penalty: bool = True) -> StepOutput:
         """CE on the weak view; with ``loss.warmup_penalty`` beta (and ``penalty``), plus beta x
         the mean negative entropy of the predictions (a confidence penalty)."""
-        set_views(model, self.cfg.bn_stats, None)
+        set_views(model, None)
         logits, _ = model(batch.weak, embed=False)
         logits = logits.float()
         loss = F.cross_entropy(logits, batch.label)  # equal batches on every rank: DDP's mean is global
@@ -128,9 +128,9 @@ class Method:
         """One forward of the concatenated views: (per-view fp32 logits, embeddings or None)."""
         b = len(batch)
         views = [v for v in (batch.weak, batch.strong, batch.strong2) if v is not None]
-        set_views(model, self.cfg.bn_stats, b)
+        set_views(model, b)
         logits, z = model(torch.cat(views), embed=embed)
-        set_views(model, self.cfg.bn_stats, None)
+        set_views(model, None)
         return logits.float().split(b), z
 
     # ------------------------------------------------------------------ shared helpers
@@ -231,7 +231,7 @@ class SelectingMethod(Method):
         """The weak-view probabilities that select and pseudo-label: the teacher's, or the student's."""
         if self.teacher is None:
             return p_w
-        return self.teacher.probs(batch.weak, self.cfg.bn_stats)
+        return self.teacher.probs(batch.weak)
 
     def train_step(self, model, batch, epoch: int, step: int) -> StepOutput:
         c, d = self.cfg, self.dist

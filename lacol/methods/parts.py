@@ -43,9 +43,9 @@ class EmaTeacher:
                 t[k].data.copy_(s[k].data)  # counters (num_batches_tracked)
 
     @torch.no_grad()
-    def probs(self, x: torch.Tensor, bn_stats: str) -> torch.Tensor:
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax of the teacher's logits on ``x`` (eval mode: running statistics)."""
-        set_views(self.model, bn_stats, None)
+        set_views(self.model, None)
         logits, _ = self.model(x, embed=False)
         return logits.float().softmax(1)
 

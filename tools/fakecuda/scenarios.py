@@ -47,7 +47,7 @@ def _memory_split(n=96):
 
 
 def _data_config(**kw):
-    from lacol.config import DataConfig
+    from pipelines.data_config import DataConfig
 
     base = dict(dataset="fashion_mnist", noise="none", batch_size=32, eval_batch_size=32, num_workers=1,
                 image_size=28, pad=2)
@@ -70,10 +70,10 @@ def _drain(loader, batches=2) -> int:
 
 def loaders_memory(rec) -> dict:
     """The reference backend on in-memory data (views made on the device), training and eval."""
-    from pipelines.build import make_loader, train_views
+    from pipelines.build import make_loader
 
     split, d = _memory_split(), _data_config()
-    return {"train": _drain(make_loader(d, split, train_views(d), device=CUDA, dtype=torch.bfloat16)),
+    return {"train": _drain(make_loader(d, split, d.views(), device=CUDA, dtype=torch.bfloat16)),
             "eval": _drain(make_loader(d, split, None, device=CUDA))}
 
 
@@ -90,15 +90,16 @@ def _file_split():
 def loaders_files(rec) -> dict:
     """The reference backend on JPEG files with DataLoader workers (through ``make_loader``: views
     on the device), with the views made in the workers instead, and the eval loader."""
-    from pipelines.build import make_loader, train_views
+    from pipelines.build import make_loader
+    from pipelines.sharding import Shard
     from pipelines.torch_loader import TorchLoader
 
     out = {}
     with _file_split() as (root, split):
         d = _data_config(dataset="clothing1m", root=str(root), image_size=32, decode_size=36, pad=0)
-        out["train (views on the device)"] = _drain(make_loader(d, split, train_views(d), device=CUDA))
-        out["train (views in workers)"] = _drain(TorchLoader(split, train_views(d), batch_size=32, device=CUDA,
-                                                            num_workers=1, decode_size=36, augment_in="workers"))
+        out["train (views on the device)"] = _drain(make_loader(d, split, d.views(), device=CUDA))
+        out["train (views in workers)"] = _drain(TorchLoader(split, d.views(), Shard(batch_size=32, device=CUDA),
+                                                             num_workers=1, decode_size=36, augment_in="workers"))
         out["eval"] = _drain(make_loader(d, split, None, device=CUDA))
     return out
 
@@ -109,7 +110,7 @@ def loaders_ffcv(rec) -> dict:
         import ffcv  # noqa: F401
     except ImportError:
         return {"skipped": "ffcv does not import"}
-    from pipelines.build import make_loader, train_views
+    from pipelines.build import make_loader
     from pipelines.formats import beton_path
     from tools.beton import convert_split
 
@@ -117,9 +118,9 @@ def loaders_ffcv(rec) -> dict:
         with _paused(rec):  # the conversion is host work (numba, files), not a GPU path
             convert_split(split, "clothing1m", "noisy_train", beton_path(root / "ffcv", "clothing1m", "noisy_train"),
                           size=36, progress=False)
-        d = _data_config(dataset="clothing1m", root=str(root), backend="ffcv", ffcv_dir=str(root / "ffcv"),
-                         image_size=32, decode_size=36, pad=0)
-        return {"train": _drain(make_loader(d, split, train_views(d), device=CUDA)),
+        d = _data_config(dataset="clothing1m", root=str(root), backend="ffcv", image_size=32, decode_size=36, pad=0)
+        d.ffcv.dir = str(root / "ffcv")
+        return {"train": _drain(make_loader(d, split, d.views(), device=CUDA)),
                 "eval": _drain(make_loader(d, split, None, device=CUDA))}
 
 
