@@ -247,3 +247,24 @@ def test_resume_with_a_teacher_and_the_eval_pass_is_exact(tmp_path):
     assert [{k: v for k, v in r.items() if k not in timing} for r in h[0]] == \
            [{k: v for k, v in r.items() if k not in timing} for r in h[1]]
     assert h[0][-1]["pseudo_rate"] > 0 and 0 < h[0][-1]["pass_selected_rate"] < 1
+
+
+def test_bench_step_methods_adds_the_eval_pass_to_the_epoch_of_a_method_that_makes_one(capsys):
+    """``lacol-bench step --methods ... --recipe R --epoch-rows N``: the methods get the recipe's
+    settings (lacol_semi its loss-mixture selection), and only a method that passes over the
+    training split before an epoch is charged that pass."""
+    from tools.bench import main as bench
+    from tools.bench_step import pass_seconds, _step
+
+    assert bench(["step", "--arch", "small_cnn", "--size", "28", "--batch-size", "16", "--dtype", "fp32",
+                  "--methods", "lacol,lacol_semi", "--recipe", str(RECIPE), "--epoch-rows", "64", "--steps", "1",
+                  "--warmup", "1", "--rounds", "1", "--eval-batch-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "made by lacol_semi)" in out
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ") and " s;" in ln}
+    assert "the pass" in lines["lacol_semi"] and "the pass" not in lines["lacol"]
+    run_step, _ = _step("small_cnn", 28, 16, "cpu", dtype="fp32", compile=False, classes=10, kernel="torch",
+                        method="lacol_semi", recipe=RECIPE)
+    assert run_step.method.cfg.selection == "gmm"
+    assert pass_seconds(run_step.model, 64, 28, 32, "cpu", repeats=1) > 0
+    assert run_step.model.training  # the pass leaves the model as it found it

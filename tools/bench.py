@@ -261,16 +261,34 @@ def bench_step(a) -> int:
 
         from tools.bench_step import method_costs
 
+        from tools.bench_step import pass_seconds
+
         methods = a.methods.split(",")
-        rates = method_costs(methods, a.arch, a.size, a.batch_size, device, dtype=a.dtype, steps=a.steps,
-                             warmup=a.warmup, rounds=a.rounds)
+        rates, runs = method_costs(methods, a.arch, a.size, a.batch_size, device, dtype=a.dtype, steps=a.steps,
+                                   warmup=a.warmup, rounds=a.rounds, recipe=a.recipe)
         first = statistics.median(rates[methods[0]])
         print(f"step: {a.arch} {a.size} px, batch {a.batch_size}, {a.dtype} ({where}); {a.rounds} rounds of one "
-              f"block of {a.steps} steps per method, the order rotating")
+              f"block of {a.steps} steps per method, the order rotating"
+              + (f"; settings from {a.recipe}" if a.recipe else ""))
         for m in methods:
             med = statistics.median(rates[m])
             print(f"  {m:<12} {med:,.1f} samples/s (median; blocks {min(rates[m]):,.1f}-{max(rates[m]):,.1f}); "
                   f"step cost {first / med:.3f}x {methods[0]}'s")
+        if a.epoch_rows:
+            # an epoch of epoch_rows training rows: its steps, plus the eval pass over them for a
+            # method that makes one before each epoch (the loss-mixture selection)
+            steps = a.epoch_rows // a.batch_size
+            passes = {m: runs[m].method.selects and runs[m].method.cfg.selection == "gmm" for m in methods}
+            model = runs[methods[0]].model
+            sec = pass_seconds(model, a.epoch_rows, a.size, a.eval_batch_size, device) if any(passes.values()) else 0.0
+            epoch = {m: steps * a.batch_size / statistics.median(rates[m]) + (sec if passes[m] else 0.0)
+                     for m in methods}
+            print(f"epoch of {a.epoch_rows:,} rows ({steps} steps; the eval pass over them, batch "
+                  f"{a.eval_batch_size}: {sec:.2f} s, made by {', '.join(m for m in methods if passes[m]) or 'none'})")
+            for m in methods:
+                share = f"; the pass {sec / epoch[m]:.1%} of it" if passes[m] else ""
+                print(f"  {m:<12} {epoch[m]:.2f} s{share}; epoch cost {epoch[m] / epoch[methods[0]]:.3f}x "
+                      f"{methods[0]}'s")
         return 0
     rate = step_rate(a.arch, a.size, a.batch_size, device, dtype=a.dtype, compile=a.compile, kernel=a.kernel,
                      steps=a.steps, warmup=a.warmup)
@@ -380,6 +398,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--rounds", type=int, default=5, help="with --audit or --methods: alternating blocks of each")
     s.add_argument("--methods", default="", metavar="A,B",
                    help="time these methods' steps side by side (e.g. lacol,lacol_semi,ce_strong), with their defaults")
+    s.add_argument("--recipe", default=None, help="with --methods: the methods' settings from this recipe's "
+                   "methods: blocks (e.g. configs/fashion_mnist.yaml)")
+    s.add_argument("--epoch-rows", type=int, default=0, metavar="N",
+                   help="with --methods: also the cost of an epoch of N rows, with the eval pass a method makes "
+                        "over them before it")
+    s.add_argument("--eval-batch-size", type=int, default=512, help="with --epoch-rows: the eval pass's batch")
     s = sub.add_parser("train", help="the trainer fed by real backends, beside the step ceiling")
     s.add_argument("--root", default="data/bench_clothing1m")
     s.add_argument("--backends", type=lambda v: v.split(","), default=["torch"])

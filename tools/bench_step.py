@@ -33,10 +33,11 @@ def _timed(run_step, steps: int, warmup: int, device) -> float:
 
 
 def _step(arch: str, size: int, batch: int, device, *, dtype: str, compile: bool, classes: int, kernel: str,
-          audit_rows: int = 0, method: str = "lacol"):
-    """(run_step, evidence): one three-view LaCoL step on device-resident synthetic batches;
-    ``run_step(record=True)`` also records the label audit's evidence of the batch (rows drawn
-    from ``audit_rows``) as the trainer does."""
+          audit_rows: int = 0, method: str = "lacol", recipe: str | None = None):
+    """(run_step, evidence, method): one three-view LaCoL step on device-resident synthetic
+    batches; ``run_step(record=True)`` also records the label audit's evidence of the batch
+    (rows drawn from ``audit_rows``) as the trainer does. ``recipe``: the method's settings are
+    that recipe's (its ``methods:`` block) instead of the class defaults alone."""
     from lacol.audit import Evidence
     from lacol.config import load_config
     from lacol.methods import build_method
@@ -50,7 +51,7 @@ def _step(arch: str, size: int, batch: int, device, *, dtype: str, compile: bool
         model = torch.compile(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     # the method with its class defaults (lacol_semi's parts), as ``lacol train loss.method=...``
-    loss_cfg = load_config(None, [f"loss.method={method}", "loss.warmup_epochs=0", f"loss.kernel={kernel}"]).loss
+    loss_cfg = load_config(recipe, [f"loss.method={method}", "loss.warmup_epochs=0", f"loss.kernel={kernel}"]).loss
     method = build_method(loss_cfg, classes, seed=0, device=device)
     method.attach(model)
     low = dtype == "bf16"
@@ -75,6 +76,7 @@ def _step(arch: str, size: int, batch: int, device, *, dtype: str, compile: bool
         method.after_step(model)
         position[0] += 1
 
+    run_step.model, run_step.method = model, method
     return run_step, evidence
 
 
@@ -101,11 +103,13 @@ def audit_cost(arch: str, size: int, batch: int, device, *, rows: int, dtype: st
 
 
 def method_costs(methods: list[str], arch: str, size: int, batch: int, device, *, dtype: str = "bf16",
-                 classes: int = 14, steps: int = 20, warmup: int = 5, rounds: int = 5) -> dict[str, list[float]]:
+                 classes: int = 14, steps: int = 20, warmup: int = 5, rounds: int = 5,
+                 recipe: str | None = None) -> tuple[dict[str, list[float]], dict]:
     """The step of each method side by side (one model each, the same start): ``rounds`` rounds of
-    one block of ``steps`` per method, the order rotating; samples/s per block."""
+    one block of ``steps`` per method, the order rotating; samples/s per block, and the built
+    step of each method (``run_step.model``, ``run_step.method``)."""
     runs = {m: _step(arch, size, batch, device, dtype=dtype, compile=False, classes=classes, kernel="torch",
-                     method=m)[0] for m in methods}
+                     method=m, recipe=recipe)[0] for m in methods}
     for run_step in runs.values():
         for _ in range(warmup):
             run_step()
@@ -114,7 +118,31 @@ def method_costs(methods: list[str], arch: str, size: int, batch: int, device, *
         order = methods[r % len(methods):] + methods[:r % len(methods)]
         for m in order:
             rates[m].append(batch / _timed(runs[m], steps, 0, device))
-    return rates
+    return rates, runs
+
+
+def pass_seconds(model, rows: int, size: int, batch: int, device, *, channels: int = 3, repeats: int = 3) -> float:
+    """Seconds of one eval-mode forward pass over ``rows`` synthetic images (batches of ``batch``
+    on the device, fp32, no gradient): the pass a method makes over the training split before an
+    epoch (``Trainer.predict_train``), without its loader. The median of ``repeats``."""
+    device = torch.device(device)
+    g = torch.Generator(device).manual_seed(1)
+    x = torch.randn(batch, channels, size, size, device=device, generator=g).contiguous(
+        memory_format=torch.channels_last)
+    was = model.training
+    model.eval()
+    times = []
+    with torch.no_grad():
+        model(x, embed=False)  # warm-up
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            for start in range(0, rows, batch):
+                model(x[:min(batch, rows - start)], embed=False)
+            _sync(device)
+            times.append(time.perf_counter() - t)
+    model.train(was)
+    return sorted(times)[len(times) // 2]
 
 
 def train_rate(root: str, backend: str, arch: str, size: int, batch: int, *, workers: int, steps: int,
