@@ -1,6 +1,7 @@
 """The fair controls (selection only, CE on the strong views), the noisy validation split, the
 noise drawn per seed in `lacol compare`, and the rescaled paper class weights."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,3 +151,15 @@ def test_recipe_check_chooses_on_noisy_validation_never_on_test(tmp_path):
     assert "| instance 40% | balanced (default) **chosen** | 1,2 | 50.00 ± 0.00 |" in weights
     assert "| instance 40% | paper_mean1 | 1 | 40.00 |" in weights
     assert "| instance 40% | paper |" not in weights and "0.5" not in weights
+
+
+def test_readmes_first_table_is_what_the_kept_runs_say():
+    """README's "which method to run" table is ``tools.sweep readme2`` of the runs kept in
+    results/sweep: a figure typed by hand, or runs added without the table made again, fail."""
+    from tools.sweep import readme2
+
+    made = readme2(Path("results/sweep")).splitlines()
+    lines = Path("README.md").read_text().splitlines()
+    start = lines.index(made[0])
+    assert lines[start:start + len(made)] == made
+    assert any("(1," in ln or "(1)" in ln for ln in made[2:])  # runs were found

@@ -318,6 +318,34 @@ def table2(out_dir: Path, prefix: str = "sweep3") -> str:
     return "\n".join(rows) + "\n\n" + "\n".join(marg)
 
 
+SHORT = {"symmetric": "sym.", "asymmetric": "asym.", "instance": "inst.", "asymmetric_cdr": "asym. CDR"}
+
+
+def readme2(out_dir: Path, prefix: str = "sweep3") -> str:
+    """README's compact table of the second sweep: final test % per arm and setting (mean ± std,
+    the seeds in brackets), the ceiling once, then the paired differences."""
+    runs = load(out_dir, prefix)
+    ceiling = load(out_dir, f"{prefix}-ceiling").get(("none", 0.0, "ce_strong"), [])
+    cols = [(k, r) for k, r in SETTINGS2]
+    head = " | ".join(f"{SHORT[k]} {r:.0%}" for k, r in cols)
+    rows = [f"| Fashion-MNIST, final test % (seeds) | {head} |", "|---|" + "---:|" * len(cols)]
+
+    def cell(rs):
+        return f"{mean_std([r['final_test_acc'] for r in rs])} ({','.join(str(r['seed']) for r in rs)})" if rs else "-"
+
+    label = {"lacol_semi": "**LaCoL-semi**", "lacol": "LaCoL",
+             "ce_strong": "CE on the strong views, tuned (**the fair control**)"}
+    for arm in ARMS2:
+        rows.append(f"| {label[arm]} | " + " | ".join(cell(runs.get((k, r, arm), [])) for k, r in cols) + " |")
+    rows.append("| clean-label ceiling (fair control, no noise) | " + " | ".join(
+        [cell(ceiling)] + ["″"] * (len(cols) - 1)) + " |")
+    for a, b, name in (("lacol_semi", "ce_strong", "LaCoL-semi − fair control"),
+                       ("lacol_semi", "lacol", "LaCoL-semi − LaCoL"), ("lacol", "ce_strong", "LaCoL − fair control")):
+        rows.append(f"| {name} (paired) | " + " | ".join(
+            mean_std(_paired(runs.get((k, r, a), []), runs.get((k, r, b), []))) for k, r in cols) + " |")
+    return "\n".join(rows)
+
+
 def ablation_table(out_dir: Path, prefix: str = "sweep3") -> str:
     """lacol_semi with each part off, beside the sweep's lacol_semi, paired by seed."""
     base = load(out_dir, prefix)
@@ -371,7 +399,7 @@ def main(argv=None) -> int:
         j2.add_argument("--prefix", default="sweep3")
         j2.add_argument("--out-dir", default="runs/sweep")
         j2.add_argument("overrides", nargs="*")
-    for name in ("table2", "tune-table", "ablation-table"):
+    for name in ("table2", "tune-table", "ablation-table", "readme2"):
         t2 = sub.add_parser(name, help=f"the markdown table ({name})")
         t2.add_argument("--prefix", default="sweep3")
         t2.add_argument("--out-dir", default="runs/sweep")
@@ -384,6 +412,8 @@ def main(argv=None) -> int:
         print(tune_table(Path(args.out_dir)))
     elif args.cmd == "ablation-table":
         print(ablation_table(Path(args.out_dir), args.prefix))
+    elif args.cmd == "readme2":
+        print(readme2(Path(args.out_dir), args.prefix))
     elif args.cmd == "jobs":
         print("\n".join(jobs(args)))
     elif args.cmd == "study-jobs":
