@@ -9,7 +9,8 @@ Kinds:
   get a label drawn uniformly from all C classes, the true one included, so the realised rate is
   about rate * (C-1) / C.
 - ``asymmetric``: class-dependent flips between look-alike classes; in each mapped class exactly
-  round(rate * N_c) samples flip to the class's target (maps below).
+  round(rate * N_c) samples flip to the class's target (the maps are in the datasets'
+  entries, ``sources.DATASETS``).
 - ``asymmetric_cdr``: the same with CDR's Fashion-MNIST map (Xia et al., ICLR 2021: T-shirt->Shirt,
   Pullover->Coat, Sandal<->Sneaker), the one Fashion-MNIST papers of the field compare on.
 - ``instance``: the PTD procedure of Xia et al. (NeurIPS 2020): per-sample flip rate q_i from a
@@ -30,20 +31,6 @@ from .sources.base import DatasetError
 
 KINDS = ("symmetric", "symmetric_any", "asymmetric", "asymmetric_cdr", "instance", "cifar-n")
 
-# CIFAR-10: truck->automobile, bird->airplane, deer->horse, cat<->dog (Patrini et al. 2017).
-CIFAR10_ASYM = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
-# Fashion-MNIST: T-shirt<->Shirt, Pullover<->Coat, Sandal->Sneaker->Ankle boot; Trouser, Dress and
-# Bag have no look-alike and keep their labels.
-FASHION_MNIST_ASYM = {0: 6, 6: 0, 2: 4, 4: 2, 5: 7, 7: 9}
-# CDR's Fashion-MNIST map (its code's ``noisify_fashion_mnist_asymmetric``): 0->6, 2->4, 5<->7.
-FASHION_MNIST_ASYM_CDR = {0: 6, 2: 4, 5: 7, 7: 5}
-ASYM_MAPS = {"asymmetric": {"cifar10": CIFAR10_ASYM, "fashion_mnist": FASHION_MNIST_ASYM},
-             "asymmetric_cdr": {"fashion_mnist": FASHION_MNIST_ASYM_CDR}}
-"""Per asymmetric kind, the maps by dataset (CIFAR-100's comes from its superclasses)."""
-CIFARN_KEYS = {
-    "cifar10": ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"),
-    "cifar100": ("noisy_label",),
-}
 
 
 def _check_rate(rate: float) -> None:
@@ -74,25 +61,20 @@ def symmetric_any(labels: np.ndarray, rate: float, num_classes: int, seed: int) 
 
 def asymmetric_map(dataset: str, num_classes: int, fine_to_coarse: np.ndarray | None = None,
                    kind: str = "asymmetric") -> np.ndarray:
-    """target[c] = class that c flips to, or -1 where c keeps its label.
+    """target[c] = class that c flips to, or -1 where c keeps its label: the map of ``kind`` in
+    the dataset's entry (``sources.DATASETS``; CIFAR-100's is made from the fine->coarse map the
+    data carries)."""
+    from .sources import DATASETS
 
-    CIFAR-100: the next class within the true coarse superclass (classes of a superclass in index
-    order, cyclic), from the real fine->coarse map the data carries.
-    """
-    target = np.full(num_classes, -1, dtype=np.int64)
-    maps = ASYM_MAPS.get(kind, {})
-    if dataset in maps:
-        mapping = maps[dataset]
-    elif dataset == "cifar100" and kind == "asymmetric":
+    maps = {name: info.asymmetric[kind] for name, info in DATASETS.items() if kind in info.asymmetric}
+    if dataset not in maps:
+        raise DatasetError(f"data.noise={kind}: no map for {dataset!r} (have {', '.join(sorted(maps))})")
+    mapping = maps[dataset]
+    if callable(mapping):
         if fine_to_coarse is None:
-            raise DatasetError("cifar100 asymmetric noise needs the fine->coarse map of the data")
-        mapping = {}
-        for sc in np.unique(fine_to_coarse):
-            members = np.flatnonzero(fine_to_coarse == sc)
-            mapping.update({int(a): int(b) for a, b in zip(members, np.roll(members, -1))})
-    else:
-        have = sorted(maps) + (["cifar100"] if kind == "asymmetric" else [])
-        raise DatasetError(f"data.noise={kind}: no map for {dataset!r} (have {', '.join(have)})")
+            raise DatasetError(f"{dataset} {kind} noise needs the fine->coarse map of the data")
+        mapping = mapping(fine_to_coarse)
+    target = np.full(num_classes, -1, dtype=np.int64)
     for a, b in mapping.items():
         target[a] = b
     return target
@@ -226,9 +208,12 @@ def make_noise(split, dataset: str, kind: str, rate: float, seed: int = 0,
             raise DatasetError("instance noise needs in-memory images (Fashion-MNIST, CIFAR)")
         labels = instance(clean, split.images, rate, c, seed)
     elif kind.startswith("cifar-n"):
-        key = kind.partition(":")[2] or CIFARN_KEYS.get(dataset, ("",))[0]
-        if dataset not in CIFARN_KEYS or key not in CIFARN_KEYS[dataset]:
-            raise DatasetError(f"cifar-n keys for {dataset!r}: {CIFARN_KEYS.get(dataset, ())}")
+        from .sources import DATASETS
+
+        keys = DATASETS[dataset].cifar_n if dataset in DATASETS else ()
+        key = kind.partition(":")[2] or (keys or ("",))[0]
+        if key not in keys:
+            raise DatasetError(f"cifar-n keys for {dataset!r}: {keys}")
         if cifar_n_file is None:
             raise DatasetError("cifar-n noise needs the release file (--cifar-n-file CIFAR-10_human.pt)")
         labels, rate = load_cifar_n(cifar_n_file, key, len(clean)), float("nan")

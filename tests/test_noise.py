@@ -24,7 +24,10 @@ def test_symmetric_realised_rate_and_never_true_class(rate):
 
 def test_asymmetric_maps_exact():
     clean = np.repeat(np.arange(10), 6000)
-    for dataset, mapping in (("cifar10", noise.CIFAR10_ASYM), ("fashion_mnist", noise.FASHION_MNIST_ASYM)):
+    from pipelines.sources import DATASETS
+
+    for dataset in ("cifar10", "fashion_mnist"):
+        mapping = DATASETS[dataset].asymmetric["asymmetric"]
         target = noise.asymmetric_map(dataset, 10)
         noisy = noise.asymmetric(clean, 0.4, target, seed=0)
         for c in range(10):
@@ -35,6 +38,9 @@ def test_asymmetric_maps_exact():
                 assert not moved.any()
     assert noise.asymmetric_map("cifar10", 10)[9] == 1  # truck -> automobile
     assert noise.asymmetric_map("fashion_mnist", 10)[5] == 7  # sandal -> sneaker
+    assert DATASETS["fashion_mnist"].asymmetric == {"asymmetric": {0: 6, 6: 0, 2: 4, 4: 2, 5: 7, 7: 9},
+                                                    "asymmetric_cdr": {0: 6, 2: 4, 5: 7, 7: 5}}
+    assert DATASETS["cifar10"].asymmetric == {"asymmetric": {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}}
 
 
 def test_asymmetric_cifar100_within_true_superclass(tmp_path):

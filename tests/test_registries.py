@@ -39,7 +39,7 @@ def tiny(num_classes, in_channels, width):
     return SmallCNN(num_classes, in_channels, 4)
 
 
-DATASETS["toy"] = DatasetInfo(("train", "test"), "train", ("test",), load)
+DATASETS["toy"] = DatasetInfo(("train", "test"), "train", ("test",), load, asymmetric={"asymmetric": {0: 1, 1: 0}})
 BACKENDS["toy_backend"] = counting_backend
 ENCODERS["toy_cnn"] = tiny
 '''
@@ -71,3 +71,11 @@ def test_a_dataset_a_backend_and_a_model_each_added_in_one_place(plugin, tmp_pat
     summary = train(cfg)
     assert summary["epochs"] == 2 and plugin.USED["backend"] >= 2 and plugin.USED["encoder"] == 1
     assert json.loads((tmp_path / "toy" / "history.json").read_text())[-1]["test_n"] == 256
+    # its asymmetric noise map is its entry's: classes 0 and 1 swap, the rest keep their labels
+    from pipelines.build import train_split
+
+    asym = load_config(None, ["data.dataset=toy", "data.noise=asymmetric", "data.noise_rate=0.4"]).data
+    split, clean = train_split(asym), plugin.load("train", None).labels
+    moved = split.labels != clean
+    assert set(clean[moved]) == {0, 1} and (split.labels[moved] == 1 - clean[moved]).all()
+    assert moved.sum() == round(0.4 * (clean == 0).sum()) + round(0.4 * (clean == 1).sum())

@@ -4,7 +4,7 @@
 which ones evaluate (the first of several evaluation splits chooses, the last is reported)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,11 @@ class DatasetInfo:
     """Datasets whose splits depend on the folder: the splits ``root`` has."""
     evaluation: Callable[[str | Path | None], tuple[str, ...]] | None = None
     """Datasets whose evaluation splits depend on the folder: those of ``root``."""
+    asymmetric: dict[str, dict[int, int] | Callable] = field(default_factory=dict)
+    """Its asymmetric noise maps by ``data.noise`` kind: class -> the class it flips to, or a
+    function of the split's ``extra['fine_to_coarse']`` that makes that map."""
+    cifar_n: tuple[str, ...] = ()
+    """Its CIFAR-N human-label keys (``data.noise=cifar-n:KEY``; the first is the default)."""
 
     def eval_for(self, root) -> tuple[str, ...]:
         return self.eval if self.evaluation is None else self.evaluation(root)
@@ -42,11 +47,15 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "fashion_mnist": DatasetInfo(("train", "test"), "train", ("test",), fashion_mnist.load),
+    "fashion_mnist": DatasetInfo(("train", "test"), "train", ("test",), fashion_mnist.load,
+                                 asymmetric=fashion_mnist.ASYMMETRIC),
     "cifar10": DatasetInfo(("train", "test"), "train", ("test",),
-                           lambda split, root: cifar.load("cifar10", split, root or "data")),
+                           lambda split, root: cifar.load("cifar10", split, root or "data"),
+                           asymmetric=cifar.CIFAR10_ASYMMETRIC,
+                           cifar_n=("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")),
     "cifar100": DatasetInfo(("train", "test"), "train", ("test",),
-                            lambda split, root: cifar.load("cifar100", split, root or "data")),
+                            lambda split, root: cifar.load("cifar100", split, root or "data"),
+                            asymmetric={"asymmetric": cifar.superclass_map}, cifar_n=("noisy_label",)),
     "clothing1m": DatasetInfo(tuple(clothing1m.SPLITS), "noisy_train", ("clean_val", "clean_test"),
                               lambda split, root: clothing1m.load(split, root or "data/clothing1m"),
                               already_noisy=True, own_validation=True, files=True),

@@ -24,6 +24,23 @@ _LAYOUT = {
 }
 
 
+CIFAR10_ASYMMETRIC = {"asymmetric": {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}}
+"""CIFAR-10's asymmetric map (Patrini et al. 2017): truck->automobile, bird->airplane, deer->horse,
+cat<->dog."""
+
+
+def superclass_map(fine_to_coarse) -> dict[int, int]:
+    """CIFAR-100's asymmetric map: each class flips to the next class of its superclass (the
+    classes of a superclass in index order, cyclic), from the fine->coarse map the data carries."""
+    import numpy as np
+
+    mapping = {}
+    for sc in np.unique(fine_to_coarse):
+        members = np.flatnonzero(fine_to_coarse == sc)
+        mapping.update({int(a): int(b) for a, b in zip(members, np.roll(members, -1))})
+    return mapping
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise DatasetError(

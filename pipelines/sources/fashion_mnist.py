@@ -14,6 +14,14 @@ from .base import DatasetError, Split
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+ASYMMETRIC = {
+    # T-shirt<->Shirt, Pullover<->Coat, Sandal->Sneaker->Ankle boot; Trouser, Dress and Bag have
+    # no look-alike and keep their labels
+    "asymmetric": {0: 6, 6: 0, 2: 4, 4: 2, 5: 7, 7: 9},
+    # CDR's map (Xia et al., ICLR 2021; its code's ``noisify_fashion_mnist_asymmetric``): 0->6, 2->4, 5<->7
+    "asymmetric_cdr": {0: 6, 2: 4, 5: 7, 7: 5},
+}
+"""Asymmetric noise maps (``data.noise``), class -> the class it flips to."""
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
