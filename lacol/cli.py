@@ -11,7 +11,7 @@ import numpy as np
 from pipelines.fileio import output_target
 from pipelines.sources.base import DatasetError
 
-from .config import METHODS, ConfigError, _choice, load_config, same_experiment
+from .config import METHODS, ConfigError, choice, load_config, same_experiment
 from .losses import NonFiniteLoss
 from .models import WeightsError
 
@@ -55,7 +55,7 @@ def cmd_compare(args) -> int:
     seeds = _seeds(args.seeds, "--seeds")
     methods = args.methods.split(",")
     for m in methods:
-        _choice("--methods", m, METHODS)
+        choice("--methods", m, METHODS)
     results: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in seeds:
         draw = [] if args.fixed_noise else [f"data.noise_seed={seed}"]

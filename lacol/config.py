@@ -11,14 +11,11 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from pipelines.data_config import ConfigError, DaliOptions, DataConfig, FfcvOptions, choice  # noqa: F401 (re-exported)
+from pipelines.data_config import ConfigError, DataConfig, choice  # noqa: F401 (ConfigError re-exported)
 
 from .methods.registry import METHODS  # filled as lacol imports lacol.methods
 from .models import ENCODERS
 from .text import first_line  # noqa: F401  (re-exported: the readers of run folders use it)
-
-
-_choice = choice
 
 
 @dataclass
@@ -197,12 +194,12 @@ class Config:
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"{key}={v}: must be a finite number")
         d.validate()
-        _choice("model.arch", m.arch, tuple(ENCODERS))
-        _choice("loss.method", l.method, tuple(METHODS))
-        _choice("loss.class_weight", l.class_weight, ("paper", "paper_mean1", "balanced", "none"))
-        _choice("loss.selection", l.selection, ("agree", "gmm"))
-        _choice("loss.pseudo_balance", l.pseudo_balance, ("balanced", "none"))
-        _choice("loss.sc_grad", l.sc_grad, ("detach", "through"))
+        choice("model.arch", m.arch, tuple(ENCODERS))
+        choice("loss.method", l.method, tuple(METHODS))
+        choice("loss.class_weight", l.class_weight, ("paper", "paper_mean1", "balanced", "none"))
+        choice("loss.selection", l.selection, ("agree", "gmm"))
+        choice("loss.pseudo_balance", l.pseudo_balance, ("balanced", "none"))
+        choice("loss.sc_grad", l.sc_grad, ("detach", "through"))
         if not 0 <= l.pseudo_threshold <= 1:
             raise ConfigError(f"loss.pseudo_threshold={l.pseudo_threshold}: in [0, 1] (0 = off; FixMatch uses 0.95)")
         if not 0 <= l.ema_decay < 1:
@@ -212,15 +209,15 @@ class Config:
         if l.sc_grad == "through" and l.kernel == "triton":
             raise ConfigError("loss.sc_grad=through runs the eager L_SC (the fused kernel has no gradient for the "
                               "probabilities): set loss.kernel=auto or torch")
-        _choice("loss.train_view", l.train_view, ("strong", "weak"))
-        _choice("loss.ls_views", l.ls_views, (1, 2))
-        _choice("loss.sc_similarity", l.sc_similarity, ("cosine", "dot"))
-        _choice("loss.negatives", l.negatives, ("other_label", "any"))
-        _choice("model.embed_from", m.embed_from, ("features", "logits"))
-        _choice("model.bn_stats", m.bn_stats, ("weak", "mixed", "per_view"))
-        _choice("loss.kernel", l.kernel, ("torch", "triton", "auto"))
-        _choice("optim.schedule", o.schedule, ("cosine", "multistep"))
-        _choice("train.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16", None))
+        choice("loss.train_view", l.train_view, ("strong", "weak"))
+        choice("loss.ls_views", l.ls_views, (1, 2))
+        choice("loss.sc_similarity", l.sc_similarity, ("cosine", "dot"))
+        choice("loss.negatives", l.negatives, ("other_label", "any"))
+        choice("model.embed_from", m.embed_from, ("features", "logits"))
+        choice("model.bn_stats", m.bn_stats, ("weak", "mixed", "per_view"))
+        choice("loss.kernel", l.kernel, ("torch", "triton", "auto"))
+        choice("optim.schedule", o.schedule, ("cosine", "multistep"))
+        choice("train.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16", None))
         for key, v in (("optim.epochs", o.epochs),
                        ("optim.grad_accum", o.grad_accum), ("loss.num_negatives", l.num_negatives),
                        ("train.log_every", t.log_every),
@@ -267,7 +264,7 @@ class Config:
             raise ConfigError("loss.kernel=triton needs Triton: pip install -e '.[triton]' (or loss.kernel=auto)")
         for name in t.trackers:
             if name not in TRACKERS:
-                _choice("train.trackers", name, tuple(TRACKERS))
+                choice("train.trackers", name, tuple(TRACKERS))
             if importlib.util.find_spec(TRACKERS[name]) is None:
                 raise ConfigError(f"train.trackers={name} needs the {TRACKERS[name]} package: pip install "
                                   f"{TRACKERS[name]} (or pip install -e '.[trackers]')")
@@ -447,7 +444,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                               f"(methods: {{ce_strong: {{optim.lr: 0.1}}}})")
         for name in blocks:
             if name not in METHODS:
-                _choice(f"{path}: methods.{name}", name, tuple(METHODS))
+                choice(f"{path}: methods.{name}", name, tuple(METHODS))
         for section, values in raw.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: section {section!r} must be a mapping of keys")
