@@ -15,7 +15,7 @@ import torch
 from .augment import Augmenter
 from .batch import EpochPosition, EvalBatch
 from .decode import decode_square
-from .sharding import Shard, batch_seed, num_batches, upload, view_batch, view_seed
+from .sharding import Shard, batch_seed, num_batches, upload, view_batch
 from .sources.base import DatasetError, Split
 from .views import ViewSpec, eval_view
 
@@ -119,7 +119,7 @@ class _Batches:
             for batch_no, c in numbered:
                 yield torch.from_numpy(self.split.images[c]), torch.from_numpy(c), batch_no
             return
-        self.decoded.seed = view_seed(self.shard.seed, self.epoch, self.shard.rank)
+        self.decoded.seed = self.shard.view_seed(self.epoch)
         trim_heap()  # the workers fork next: they should not map the parse's freed temporaries
         loader = torch.utils.data.DataLoader(
             self.decoded, batch_size=None, sampler=_Numbered(numbered),
@@ -224,7 +224,7 @@ class TorchLoader(EpochPosition):
         return self.source.skipped
 
     def __iter__(self):
-        seed = view_seed(self.shard.seed, self.epoch, self.shard.rank)
+        seed = self.shard.view_seed(self.epoch)
         for x, index, batch_no in self.source:
             if self.augment_in == "workers":
                 views = [upload(v, self.device) for v in x]  # pinned, non-blocking
