@@ -265,9 +265,18 @@ def jobs2(args) -> list[str]:
     return out
 
 
+def _settings(text: str | None) -> tuple[tuple[str, float], ...]:
+    """``kind:rate,kind:rate`` (e.g. instance:0.5) as settings; None: the ablation's."""
+    if not text:
+        return ABLATION_SETTINGS
+    return tuple((k, float(r)) for k, _, r in (item.partition(":") for item in text.split(",")))
+
+
 def ablation_jobs(args) -> list[str]:
-    return [_command(args, seed, "lacol_semi", f"ablation-{name}", kind, rate, overrides, "ablation.log")
-            for seed in args.seeds.split(",") for kind, rate in ABLATION_SETTINGS for name, overrides in ABLATION.items()]
+    parts = args.parts.split(",") if getattr(args, "parts", None) else list(ABLATION)
+    return [_command(args, seed, "lacol_semi", f"ablation-{name}", kind, rate, ABLATION[name], "ablation.log")
+            for seed in args.seeds.split(",") for kind, rate in _settings(getattr(args, "settings", None))
+            for name in parts]
 
 
 def _paired(a: list[dict], b: list[dict], key: str = "final_test_acc") -> list[float]:
@@ -349,16 +358,23 @@ def readme2(out_dir: Path, prefix: str = "sweep3") -> str:
 def ablation_table(out_dir: Path, prefix: str = "sweep3") -> str:
     """lacol_semi with each part off, beside the sweep's lacol_semi, paired by seed."""
     base = load(out_dir, prefix)
-    rows = ["| noise | variant | seeds | final test % | change from LaCoL-semi (paired) |", "|---|---|---|---:|---:|"]
-    for kind, rate in ABLATION_SETTINGS:
+    variants = {name: load(out_dir, f"ablation-{name}") for name in ABLATION}
+    found = {(k, r) for runs in variants.values() for k, r, _ in runs}  # the ablation's, and any other run
+    settings = [*ABLATION_SETTINGS, *sorted(found - set(ABLATION_SETTINGS))]
+    rows = ["| noise | variant | seeds | final test % | selection precision % | selected % | "
+            "change from LaCoL-semi (paired) |", "|---|---|---|---:|---:|---:|---:|"]
+    for kind, rate in settings:
         full = base.get((kind, rate, "lacol_semi"), [])
-        rows.append(f"| {kind} {rate:.0%} | LaCoL-semi (all parts) | {','.join(str(r['seed']) for r in full)} | "
-                    f"{mean_std([r['final_test_acc'] for r in full])} | - |")
+        def cells(rs):
+            return (f"{','.join(str(r['seed']) for r in rs)} | {mean_std([r['final_test_acc'] for r in rs])} | "
+                    f"{mean_std([r.get('final_precision') for r in rs])} | "
+                    f"{mean_std([r.get('final_selected_rate') for r in rs])}")
+
+        rows.append(f"| {kind} {rate:.0%} | LaCoL-semi (all parts) | {cells(full)} | - |")
         for name in ABLATION:
-            rs = load(out_dir, f"ablation-{name}").get((kind, rate, "lacol_semi"), [])
+            rs = variants[name].get((kind, rate, "lacol_semi"), [])
             if rs:
-                rows.append(f"| {kind} {rate:.0%} | {name} | {','.join(str(r['seed']) for r in rs)} | "
-                            f"{mean_std([r['final_test_acc'] for r in rs])} | {mean_std(_paired(rs, full))} |")
+                rows.append(f"| {kind} {rate:.0%} | {name} | {cells(rs)} | {mean_std(_paired(rs, full))} |")
     return "\n".join(rows)
 
 
@@ -399,6 +415,10 @@ def main(argv=None) -> int:
         j2.add_argument("--prefix", default="sweep3")
         j2.add_argument("--out-dir", default="runs/sweep")
         j2.add_argument("overrides", nargs="*")
+        if name == "ablation-jobs":
+            j2.add_argument("--settings", default=None, metavar="KIND:RATE,..",
+                            help="where (default: asymmetric:0.4,symmetric:0.2)")
+            j2.add_argument("--parts", default=None, metavar="A,B", help=f"which (default: {','.join(ABLATION)})")
     for name in ("table2", "tune-table", "ablation-table", "readme2"):
         t2 = sub.add_parser(name, help=f"the markdown table ({name})")
         t2.add_argument("--prefix", default="sweep3")
