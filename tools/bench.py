@@ -278,7 +278,7 @@ def bench_step(a) -> int:
             # an epoch of epoch_rows training rows: its steps, plus the eval pass over them for a
             # method that makes one before each epoch (the loss-mixture selection)
             steps = a.epoch_rows // a.batch_size
-            passes = {m: runs[m].method.selects and runs[m].method.cfg.selection == "gmm" for m in methods}
+            passes = {m: runs[m].method.passes_before(runs[m].method.warmup_epochs) for m in methods}
             model = runs[methods[0]].model
             sec = pass_seconds(model, a.epoch_rows, a.size, a.eval_batch_size, device) if any(passes.values()) else 0.0
             epoch = {m: steps * a.batch_size / statistics.median(rates[m]) + (sec if passes[m] else 0.0)

@@ -78,6 +78,10 @@ class Method:
     def attach(self, model) -> None:
         """Once the trainer's model exists (before a resume loads the checkpoint's state)."""
 
+    def passes_before(self, epoch: int) -> bool:
+        """Whether ``before_epoch`` makes an eval-mode pass over the training split in ``epoch``."""
+        return False
+
     def before_epoch(self, epoch: int, predict) -> None:
         """At the first step of ``epoch`` (not when a resume continues inside it)."""
 
@@ -201,8 +205,11 @@ class SelectingMethod(Method):
     def eval_model(self, model):
         return self.teacher.model if self.teacher is not None and self.cfg.ema_eval else model
 
+    def passes_before(self, epoch: int) -> bool:
+        return self.cfg.selection == "gmm" and not self.in_warmup(epoch)
+
     def before_epoch(self, epoch: int, predict) -> None:
-        if self.cfg.selection != "gmm" or self.in_warmup(epoch):
+        if not self.passes_before(epoch):
             return
         index, probs, labels = predict(self.teacher.model if self.teacher is not None else None)
         keep = parts.gmm_selection(probs, labels, self.num_classes)
