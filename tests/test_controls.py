@@ -163,3 +163,62 @@ def test_readmes_first_table_is_what_the_kept_runs_say():
     start = lines.index(made[0])
     assert lines[start:start + len(made)] == made
     assert any("(1," in ln or "(1)" in ln for ln in made[2:])  # runs were found
+
+
+def test_targets_table_judges_each_setting_by_hand_computed_figures(tmp_path):
+    """targets2 on made-up runs whose verdicts are worked out by hand: margin over the control
+    (+1 below 40%, +3 from 40%), half the gap to the ceiling (a ratio of means), never below
+    LaCoL by more than the paired spread, and the moonshot up to 40%."""
+    from tools.sweep import targets2
+
+    def run(prefix, method, kind, rate, seed, acc):
+        d = tmp_path / f"{prefix}-fashion_mnist-{method}-{kind}{rate}-s{seed}-n{seed}"
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({
+            "method": method, "noise": kind, "noise_rate": rate, "seed": seed, "final_test_acc": acc,
+            "samples_per_s": 1.0}))
+
+    for seed, ceil in ((1, 0.91), (2, 0.89)):  # ceiling 0.90
+        run("sweep3-ceiling", "ce_strong", "none", 0.0, seed, ceil)
+    # symmetric 20%: control 0.88; semi +1.5/+1.7 (mean 1.6: met), gap 2 -> 80% closed (met);
+    # semi - lacol = -0.5 and +0.3 (mean -0.1; LaCoL's spread: std of 0.900, 0.894 = 0.42: met);
+    # semi 0.896 within 1 of 0.90 (met)
+    for seed, (semi, lac) in ((1, (0.895, 0.900)), (2, (0.897, 0.894))):
+        run("sweep3", "ce_strong", "symmetric", 0.2, seed, 0.88)
+        run("sweep3", "lacol_semi", "symmetric", 0.2, seed, semi)
+        run("sweep3", "lacol", "symmetric", 0.2, seed, lac)
+    # instance 40%: control 0.70; semi +2.0 (needs +3: missed), gap 20 -> 10% (missed);
+    # semi - lacol = -3.0 both seeds (LaCoL's spread 0: missed); 0.72 is 18 below (missed)
+    for seed in (1, 2):
+        run("sweep3", "ce_strong", "instance", 0.4, seed, 0.70)
+        run("sweep3", "lacol_semi", "instance", 0.4, seed, 0.72)
+        run("sweep3", "lacol", "instance", 0.4, seed, 0.75)
+    rows = targets2(tmp_path).splitlines()
+    sym = next(r for r in rows if r.startswith("| symmetric 20%"))
+    inst = next(r for r in rows if r.startswith("| instance 40%"))
+    assert sym == ("| symmetric 20% | 1,2 | 1.60 ± 0.14 (+1) | yes | 80% | yes | -0.10 ± 0.57 (0.42) | yes "
+                   "| -0.40 | yes |")
+    assert inst == ("| instance 40% | 1,2 | 2.00 ± 0.00 (+3) | **no** | 10% | **no** | -3.00 ± 0.00 (0.00) | **no** "
+                    "| -18.00 | **no** |")
+    assert rows[-1] == "| settings met | | | 1 of 2 | | 1 of 2 | | 1 of 2 | | 1 of 2 |"
+    # a 50% setting is outside the moonshot: no verdict there
+    for seed in (1, 2):
+        run("sweep3", "ce_strong", "instance", 0.5, seed, 0.60)
+        run("sweep3", "lacol_semi", "instance", 0.5, seed, 0.80)
+    inst50 = next(r for r in targets2(tmp_path).splitlines() if r.startswith("| instance 50%"))
+    assert inst50.endswith("| -10.00 | - |") and "| 20.00 ± 0.00 (+3) | yes | 67% | yes |" in inst50
+
+
+def test_benchmarks_tables_of_the_second_sweep_are_what_the_kept_runs_say():
+    """BENCHMARKS.md's second-sweep tables (table2, targets2, ablation-table) are the tools' output
+    on results/sweep, line for line, like README's first table."""
+    from tools.sweep import ablation_table, table2, targets2
+
+    lines = Path("BENCHMARKS.md").read_text().splitlines()
+    for made in (table2(Path("results/sweep")), targets2(Path("results/sweep")),
+                 ablation_table(Path("results/sweep"))):
+        for block in made.split("\n\n"):
+            block = block.splitlines()
+            assert block[0] in lines, f"BENCHMARKS.md lacks the table headed {block[0][:60]}"
+            start = lines.index(block[0])
+            assert lines[start:start + len(block)] == block
