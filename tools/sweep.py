@@ -398,7 +398,8 @@ def targets2(out_dir: Path, prefix: str = "sweep3", arm: str = "lacol_semi") -> 
         vs_lacol = _paired(own, lac) if arm != "lacol" else []
         paired_lac = [r["final_test_acc"] for r in lac if r["seed"] in {o["seed"] for o in own}]
         spread = float(np.std(paired_lac, ddof=1)) if len(vs_lacol) > 1 else None
-        to_ceiling = float(np.mean(_paired(own, ceiling))) if _paired(own, ceiling) else None
+        below_ceiling = _paired(own, ceiling)
+        to_ceiling = float(np.mean(below_ceiling)) if below_ceiling else None
         seeds = sorted(set(r["seed"] for r in own) & set(r["seed"] for r in ce))
         rows.append(" | ".join([
             f"| {kind} {rate:.0%}", ",".join(map(str, seeds)),
