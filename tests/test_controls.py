@@ -153,22 +153,27 @@ def test_recipe_check_chooses_on_noisy_validation_never_on_test(tmp_path):
     assert "| instance 40% | paper |" not in weights and "0.5" not in weights
 
 
+def _assert_table_in(lines: list[str], table: list[str]):
+    """The document's lines hold ``table`` line for line, found by its header."""
+    assert table[0] in lines, f"the document lacks the table headed {table[0][:60]}"
+    start = lines.index(table[0])
+    assert lines[start:start + len(table)] == table
+
+
 def test_readmes_first_table_is_what_the_kept_runs_say():
     """README's "which method to run" table is ``tools.sweep readme2`` of the runs kept in
     results/sweep: a figure typed by hand, or runs added without the table made again, fail."""
     from tools.sweep import readme2
 
     made = readme2(Path("results/sweep")).splitlines()
-    lines = Path("README.md").read_text().splitlines()
-    start = lines.index(made[0])
-    assert lines[start:start + len(made)] == made
+    _assert_table_in(Path("README.md").read_text().splitlines(), made)
     assert any("(1," in ln or "(1)" in ln for ln in made[2:])  # runs were found
 
 
 def test_targets_table_judges_each_setting_by_hand_computed_figures(tmp_path):
     """targets2 on made-up runs whose verdicts are worked out by hand: margin over the control
     (+1 below 40%, +3 from 40%), half the gap to the ceiling (a ratio of means), never below
-    LaCoL by more than the paired spread, and the moonshot up to 40%."""
+    LaCoL by more than LaCoL's spread over the same seeds, and the moonshot up to 40%."""
     from tools.sweep import targets2
 
     def run(prefix, method, kind, rate, seed, acc):
@@ -218,7 +223,4 @@ def test_benchmarks_tables_of_the_second_sweep_are_what_the_kept_runs_say():
     for made in (table2(Path("results/sweep")), targets2(Path("results/sweep")),
                  ablation_table(Path("results/sweep"))):
         for block in made.split("\n\n"):
-            block = block.splitlines()
-            assert block[0] in lines, f"BENCHMARKS.md lacks the table headed {block[0][:60]}"
-            start = lines.index(block[0])
-            assert lines[start:start + len(block)] == block
+            _assert_table_in(lines, block.splitlines())
